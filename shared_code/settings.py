@@ -1,0 +1,113 @@
+"""Typed application settings, validated once at start-up.
+
+Names are UPPER_SNAKE and identical in `local.settings.sample.json`, this class and the Bicep outputs.
+In Azure every data path uses the managed identity; the connection-string and key settings exist for the
+local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "<secret>", "replace-me"})
+
+
+class SettingsError(RuntimeError):
+    """A missing or invalid setting, with a message that names it."""
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Optional ones have safe defaults; see local.settings.sample.json."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+
+    # --- model -------------------------------------------------------------------------------------------
+    MODEL_SOURCE: Literal["local", "blob"] = "local"
+    MODEL_PATH: str = Field(default="model/artifacts/current.card.json",
+                            description="Local model card or ONNX file (MODEL_SOURCE=local).")
+    MODEL_NAME: str = Field(default="", description="Model name in the models container (MODEL_SOURCE=blob).")
+    MODEL_VERSION: str = Field(default="latest", description="Version to serve, or 'latest' promoted.")
+    MODEL_REFRESH_SECONDS: int = Field(default=60, ge=5, description="How often a new promoted version is looked up.")
+    MODEL_CACHE_DIR: str = Field(default="", description="Where blob models are cached; default: temp dir.")
+    ORT_INTRA_OP_THREADS: int = Field(default=0, ge=0, description="0 = number of cores available to the worker.")
+
+    # --- storage -----------------------------------------------------------------------------------------
+    STORAGE_ACCOUNT_URL: str = Field(default="", description="https://<account>.blob.core.windows.net (Azure).")
+    STORAGE_CONNECTION_STRING: str = Field(default="", description="Local emulator only (Azurite).")
+    UPLOADS_CONTAINER: str = "uploads"
+    MODELS_CONTAINER: str = "models"
+    REPORTS_CONTAINER: str = "reports"
+    UPLOAD_SAS_MINUTES: int = Field(default=10, ge=1, le=60)
+
+    # --- cosmos ------------------------------------------------------------------------------------------
+    COSMOS_ENDPOINT: str = ""
+    COSMOS_KEY: str = Field(default="", description="Local emulator only; Azure uses the managed identity.")
+    COSMOS_DATABASE: str = "imgclass"
+    COSMOS_RESULTS_CONTAINER: str = "results"
+    COSMOS_VERIFY_TLS: bool = True
+
+    # --- identity ----------------------------------------------------------------------------------------
+    AUTH_MODE: Literal["local", "entra"] = "local"
+    AUTH_ISSUER: str = "imgclass-local"
+    AUTH_AUDIENCE: str = "imgclass-api"
+    AUTH_JWKS_URL: str = ""
+    AUTH_SIGNING_KEY: str = Field(default="", description="HS256 secret for locally issued tokens (local mode).")
+    AUTH_TOKEN_MINUTES: int = Field(default=60, ge=1, le=24 * 60)
+    AZURE_CLIENT_ID: str = Field(default="", description="Client id of the user-assigned managed identity.")
+
+    # --- limits ------------------------------------------------------------------------------------------
+    MAX_UPLOAD_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
+    MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
+    MAX_IMAGES_PER_REQUEST: int = Field(default=16, ge=1)
+    BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
+
+    # --- telemetry ---------------------------------------------------------------------------------------
+    APPLICATIONINSIGHTS_CONNECTION_STRING: str = ""
+
+    # --- drift and retraining ----------------------------------------------------------------------------
+    DRIFT_SCHEDULE: str = "0 0 * * * *"
+    DRIFT_WINDOW_HOURS: int = Field(default=24, ge=1)
+    DRIFT_SHARE_THRESHOLD: float = Field(default=0.5, gt=0, le=1)
+    RETRAIN_MIN_CORRECTIONS: int = Field(default=200, ge=1)
+    RETRAIN_MODE: Literal["off", "local", "azureml"] = "off"
+    AZUREML_SUBSCRIPTION_ID: str = ""
+    AZUREML_RESOURCE_GROUP: str = ""
+    AZUREML_WORKSPACE: str = ""
+    AZUREML_COMPUTE: str = "cpu-cluster"
+    AZUREML_ENVIRONMENT: str = ""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.AUTH_MODE == "local" and self.AUTH_SIGNING_KEY.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("AUTH_SIGNING_KEY must be set to a real secret when AUTH_MODE=local")
+        if self.AUTH_MODE == "local" and len(self.AUTH_SIGNING_KEY) < 32:
+            raise ValueError("AUTH_SIGNING_KEY must be at least 32 characters (HS256 key strength)")
+        if self.AUTH_MODE == "entra":
+            if not self.AUTH_JWKS_URL:
+                raise ValueError("AUTH_JWKS_URL is required when AUTH_MODE=entra")
+            if self.COSMOS_KEY or self.STORAGE_CONNECTION_STRING:
+                raise ValueError("COSMOS_KEY / STORAGE_CONNECTION_STRING are local-only: Azure uses managed identity")
+        if self.MODEL_SOURCE == "blob" and not self.MODEL_NAME:
+            raise ValueError("MODEL_NAME is required when MODEL_SOURCE=blob")
+        return self
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; raise SettingsError naming every bad or missing setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use (tests clear the cache)."""
+    return load_settings()
