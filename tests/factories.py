@@ -1,0 +1,65 @@
+"""Small real artefacts for tests: a tiny ONNX classifier with a card, and images in every format."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from shared_code.model_card import ModelCard, save_card, sha256_of
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_PHOTOS = SHARED / "imagenet-sample"
+SHARED_MOBILENET = SHARED / "models" / "mobilenetv2-12-int8.onnx"
+TINY_LABELS = ["dark", "red", "green", "blue"]
+
+
+def make_tiny_model(folder: Path, *, version: str = "1", crop: int = 32, resize: int = 36) -> Path:
+    """A 4-class ONNX model (1x1 conv -> features -> GAP -> linear) whose logits follow colour and brightness."""
+    folder.mkdir(parents=True, exist_ok=True)
+    conv_w = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    conv_w = np.concatenate([conv_w, -np.ones((1, 3, 1, 1), dtype=np.float32) / 3.0])  # 4th channel: darkness
+    gemm_w = np.array([[0, 0, 0, 3], [4, -2, -2, 0], [-2, 4, -2, 0], [-2, -2, 4, 0]], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "conv_w"], ["features"]),
+            helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "gemm_w", "gemm_b"], ["logits"], transB=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, crop, crop])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 4, crop, crop]),
+        ],
+        [
+            numpy_helper.from_array(conv_w, "conv_w"),
+            numpy_helper.from_array(gemm_w, "gemm_w"),
+            numpy_helper.from_array(np.zeros(4, dtype=np.float32), "gemm_b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx_path = folder / "model.onnx"
+    onnx.save(model, str(onnx_path))
+    card = ModelCard(
+        name="tiny", version=version, architecture="tiny-conv", weights="handmade", onnx_file="model.onnx",
+        sha256=sha256_of(onnx_path), input_name="input", output_name="logits", feature_output_name="features",
+        input_size=(crop, crop), resize_size=resize, crop_size=crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        labels=TINY_LABELS,
+    )
+    return save_card(card, onnx_path)
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), color: object = (200, 30, 30),
+                mode: str = "RGB", **save_args: object) -> bytes:
+    """Encode a solid image in the given format."""
+    image = Image.new(mode, size, color)  # type: ignore[arg-type]
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
