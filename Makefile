@@ -17,3 +17,42 @@ help: ## List the targets
 venv: .venv/.installed ## Create the app + dev virtual environment
 
 -include mk/*.mk
+
+.PHONY: lint
+lint: .venv/.installed ## ruff and mypy over the app, tests and tools
+	.venv/bin/ruff check .
+	.venv/bin/mypy shared_code functions function_app.py devstack model tests
+
+.PHONY: test
+test: .venv/.installed node_modules/.installed ## Run every test (unit, functions, integration with emulators, model)
+	$(PY) -m pytest -m "not model" $(PYTEST_ARGS)
+	$(MAKE) test-model
+
+.PHONY: test-model
+test-model: model/.venv/.installed ## Model tests in the torch environment (export agreement)
+	PYTHONPATH=. $(MODEL_PY) -m pytest tests/model -m model -p no:cacheprovider $(PYTEST_ARGS)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: node-modules
+node-modules: node_modules/.installed ## Install the pinned emulators (Azurite, Cosmos server)
+
+MODEL ?=
+.PHONY: up
+up: .venv/.installed node_modules/.installed ## Start the local stack; API at http://127.0.0.1:7071/api [MODEL=card|onnx]
+	@if [ -z "$(MODEL)" ] && [ ! -f model/artifacts/current.card.json ]; then $(MAKE) model; fi
+	$(PY) -m devstack.stack up $(if $(MODEL),--model $(MODEL))
+
+.PHONY: down
+down: ## Stop exactly what `make up` started
+	$(PY) -m devstack.stack down
+
+.PHONY: token
+token: .venv/.installed ## Print a development bearer token for USER=<id> (last line)
+	@$(PY) -m shared_code.cli token --user "$(USER)"
+
+.PHONY: classify
+classify: .venv/.installed ## Classify files from the terminal: make classify FILES="a.jpg dir/"
+	$(PY) -m shared_code.cli classify $(FILES)

@@ -111,3 +111,18 @@ def load_settings() -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, loaded on first use (tests clear the cache)."""
     return load_settings()
+
+
+def apply_local_settings_file(path: str = "local.settings.json") -> bool:
+    """Export `Values` of a Core Tools style settings file into the environment, never overriding it."""
+    import json  # noqa: PLC0415 - only command-line entry points and the local host use this
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    file = Path(path)
+    if not file.exists():
+        return False
+    values = json.loads(file.read_text(encoding="utf-8")).get("Values", {})
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
+    return True

@@ -1,0 +1,14 @@
+"""Composition root: the HTTP API (ASGI) plus the trigger blueprints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions.blob_trigger import blueprint as blob_blueprint
+from functions.http_api import create_api
+from functions.telemetry_setup import configure_from_settings
+
+configure_from_settings()
+# Auth is enforced by the API itself (bearer JWT), so the Functions key layer is off.
+app = func.AsgiFunctionApp(app=create_api(), http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(blob_blueprint)

@@ -1,0 +1,232 @@
+"""The HTTP API (FastAPI behind `func.AsgiFunctionApp`): request parsing, auth, and response shapes.
+
+FastAPI gives request validation and an OpenAPI document for free, and the same ASGI app runs under the
+Functions host, the project's local host, and tests (httpx ASGI transport) without change.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from functions.dependencies import get_service
+from functions.errors import install_error_handlers
+from shared_code.auth import Principal, authenticate
+from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
+from shared_code.service import ClassificationService, UploadedFile
+from shared_code.settings import Settings, get_settings
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` locally, Entra ID in Azure")
+
+
+# --- schemas ------------------------------------------------------------------------------------------
+class HealthPublic(BaseModel):
+    status: str
+    model: ModelRef
+
+
+class ClassificationPublic(BaseModel):
+    id: str
+    status: ResultStatus
+    filename: str
+    predictions: list[PredictionOut]
+    model: ModelRef | None
+    timings_ms: dict[str, float]
+    error: ErrorInfo | None = None
+
+
+class ClassifyManyPublic(BaseModel):
+    results: list[ClassificationPublic]
+
+
+class UploadCreate(BaseModel):
+    filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"])
+
+
+class UploadGrantPublic(BaseModel):
+    id: str
+    upload_url: str
+    blob_name: str
+    expires_at: str
+    result_url: str
+
+
+class ResultPublic(ClassificationPublic):
+    source: str
+    created_at: str
+    updated_at: str
+    predicted_label: str | None
+    corrected_label: str | None
+    features: dict[str, Any] | None
+
+
+class ResultPage(BaseModel):
+    items: list[ResultPublic]
+    continuation: str | None
+
+
+def classification_public(document: ResultDocument) -> ClassificationPublic:
+    return ClassificationPublic(id=document.id, status=document.status, filename=document.filename,
+                                predictions=document.predictions, model=document.model,
+                                timings_ms=document.timings_ms, error=document.error)
+
+
+def result_public(document: ResultDocument) -> ResultPublic:
+    return ResultPublic(
+        **classification_public(document).model_dump(), source=document.source, created_at=document.created_at,
+        updated_at=document.updated_at, predicted_label=document.predicted_label,
+        corrected_label=document.corrected_label, features=document.features,
+    )
+
+
+# --- dependencies -------------------------------------------------------------------------------------
+def current_principal(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> Principal:
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return authenticate(settings, header)
+
+
+def require(scope: str) -> Any:
+    """A dependency that authenticates the caller and checks one scope."""
+
+    def checker(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return Depends(checker)
+
+
+ServiceDep = Annotated[ClassificationService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or invalid token"},
+                                                 403: {"description": "Token lacks the scope"}}
+
+
+async def read_limited(stream: Any, limit: int) -> bytes:
+    """Read a request/file stream, stopping as soon as it exceeds `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"an image may have at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _file_chunks(upload: UploadFile) -> Any:
+    while chunk := await upload.read(1 << 16):
+        yield chunk
+
+
+async def read_images(request: Request, settings: Settings) -> list[UploadedFile]:
+    """Images from a multipart body (one or more `file` fields) or a raw `image/*` body."""
+    content_type = request.headers.get("content-type", "").lower()
+    per_image = settings.MAX_UPLOAD_BYTES
+    request_limit = per_image * settings.MAX_IMAGES_PER_REQUEST
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > request_limit:
+        raise PayloadTooLarge(f"the request has {declared} bytes; the limit is {request_limit}")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=settings.MAX_IMAGES_PER_REQUEST + 1, max_fields=32)
+        uploads = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+        if not uploads:
+            raise BadRequest("the multipart body has no 'file' field with an image")
+        if len(uploads) > settings.MAX_IMAGES_PER_REQUEST:
+            raise PayloadTooLarge(f"at most {settings.MAX_IMAGES_PER_REQUEST} images per request")
+        return [UploadedFile(upload.filename or f"file-{i}", await read_limited(_file_chunks(upload), per_image))
+                for i, upload in enumerate(uploads)]
+    if content_type.startswith(RAW_IMAGE_TYPES):
+        return [UploadedFile("body", await read_limited(request.stream(), per_image))]
+    raise UnsupportedMediaType(
+        f"content type {content_type or '(none)'!r} is not accepted; send multipart/form-data with a 'file' "
+        "field, or the image itself as image/*"
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------------
+router = APIRouter(prefix="/api")
+
+
+@router.get("/health", tags=["service"])
+async def health(service: ServiceDep) -> HealthPublic:
+    """Liveness, and the model being served."""
+    return HealthPublic(status="ok", model=await run_in_threadpool(service.health))
+
+
+@router.post(
+    "/classify", tags=["classify"], response_model=ClassificationPublic | ClassifyManyPublic,
+    responses={**AUTH_ERRORS, 400: {"description": "Undecodable image"}, 413: {"description": "Too large"},
+               415: {"description": "Unsupported content type or image format"}},
+    openapi_extra={"requestBody": {"content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}, "required": ["file"]}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
+)
+async def classify(
+    request: Request, service: ServiceDep, settings: SettingsDep,
+    principal: Annotated[Principal, require("classify")],
+    top_k: Annotated[int, Query(ge=1, le=20, description="How many classes to return")] = 5,
+) -> ClassificationPublic | ClassifyManyPublic:
+    """Classify one image (or several as repeated `file` fields); every result is stored."""
+    files = await read_images(request, settings)
+    documents = await run_in_threadpool(service.classify_files, principal.user_id, files, top_k)
+    if len(documents) == 1:
+        return classification_public(documents[0])
+    return ClassifyManyPublic(results=[classification_public(d) for d in documents])
+
+
+@router.post("/uploads", tags=["uploads"], responses=AUTH_ERRORS)
+async def create_upload(body: UploadCreate, service: ServiceDep,
+                        principal: Annotated[Principal, require("classify")]) -> UploadGrantPublic:
+    """A short-lived URL to PUT one image straight into Blob Storage (`x-ms-blob-type: BlockBlob`)."""
+    grant = await run_in_threadpool(service.grant_upload, principal.user_id, body.filename)
+    return UploadGrantPublic(id=grant.result_id, upload_url=grant.upload_url, blob_name=grant.blob_name,
+                             expires_at=grant.expires_at.isoformat(), result_url=f"/api/results/{grant.result_id}")
+
+
+@router.get("/results/{result_id}", tags=["results"], responses={**AUTH_ERRORS, 404: {"description": "Not found"}})
+async def get_result(result_id: str, service: ServiceDep,
+                     principal: Annotated[Principal, require("results:read")]) -> ResultPublic:
+    """One of the caller's results (`pending`, `done`, `rejected` or `failed`)."""
+    return result_public(await run_in_threadpool(service.get_result, principal.user_id, result_id))
+
+
+@router.get("/results", tags=["results"], responses=AUTH_ERRORS)
+async def list_results(
+    service: ServiceDep, principal: Annotated[Principal, require("results:read")],
+    label: Annotated[str | None, Query(max_length=200, description="Predicted or corrected label")] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    continuation: Annotated[str | None, Query(max_length=4000)] = None,
+) -> ResultPage:
+    """The caller's results, newest first, paged with continuation tokens."""
+    documents, token = await run_in_threadpool(
+        lambda: service.list_results(principal.user_id, label=label, page_size=page_size, continuation=continuation)
+    )
+    return ResultPage(items=[result_public(d) for d in documents], continuation=token)
+
+
+@router.delete("/results/{result_id}", tags=["results"], status_code=204,
+               responses={**AUTH_ERRORS, 404: {"description": "Not found"}})
+async def delete_result(result_id: str, service: ServiceDep,
+                        principal: Annotated[Principal, require("results:write")]) -> None:
+    """Delete a result and its uploaded blob."""
+    await run_in_threadpool(service.delete_result, principal.user_id, result_id)
+
+
+def create_api() -> FastAPI:
+    """The ASGI application."""
+    api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
+                  docs_url="/api/docs", redoc_url=None)
+    install_error_handlers(api)
+    api.include_router(router)
+    return api

@@ -1,0 +1,12 @@
+"""Telemetry start-up: Azure Monitor when a connection string is set, nothing otherwise."""
+
+from __future__ import annotations
+
+import os
+
+from shared_code import telemetry
+
+
+def configure_from_settings() -> bool:
+    # Read directly: telemetry must not depend on the rest of the settings being valid.
+    return telemetry.configure_telemetry(os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None)

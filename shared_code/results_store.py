@@ -1,0 +1,174 @@
+"""Classification results in Cosmos DB (NoSQL API), partitioned by user.
+
+Every read, list and delete names the caller's partition key: one user's documents are unreachable with
+another user's id. Queries avoid OFFSET/LIMIT, GROUP BY and DISTINCT (paging uses continuation tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared_code.errors import BadRequest, NotFound, TransientError
+
+ResultStatus = Literal["pending", "done", "rejected", "failed"]
+PARTITION_KEY_PATH = "/userId"
+_TRANSIENT_STATUS = frozenset({408, 429, 449, 500, 502, 503, 504})
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamps sort lexicographically, which ORDER BY relies on."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class PredictionOut(BaseModel):
+    label: str
+    class_index: int
+    score: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ResultDocument(BaseModel):
+    """One stored classification; `id` is deterministic so redelivery upserts instead of duplicating."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str
+    user_id: str = Field(alias="userId")
+    status: ResultStatus
+    source: Literal["http", "blob"]
+    filename: str = ""
+    blob_name: str | None = Field(default=None, alias="blobName")
+    blob_etag: str | None = Field(default=None, alias="blobEtag")
+    created_at: str = Field(default_factory=utc_now, alias="createdAt")
+    updated_at: str = Field(default_factory=utc_now, alias="updatedAt")
+    uploaded_at: str | None = Field(default=None, alias="uploadedAt")
+    predictions: list[PredictionOut] = Field(default_factory=list)
+    predicted_label: str | None = Field(default=None, alias="predictedLabel")
+    corrected_label: str | None = Field(default=None, alias="correctedLabel")
+    model: ModelRef | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    features: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+
+    def to_cosmos(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def cosmos_client(endpoint: str, key: str, *, verify_tls: bool, client_id: str = "") -> CosmosClient:
+    """A key-based client for the local emulator, otherwise the managed identity (local auth is off in Azure)."""
+    if key:
+        return CosmosClient(endpoint, credential=key, connection_verify=verify_tls)
+    from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - only the Azure path needs it
+
+    credential = DefaultAzureCredential(managed_identity_client_id=client_id or None)
+    return CosmosClient(endpoint, credential=credential)
+
+
+def ensure_container(client: CosmosClient, database: str, container: str) -> ContainerProxy:
+    """Create database and container if missing (local emulator and tests; Bicep creates them in Azure)."""
+    db = client.create_database_if_not_exists(database)
+    return db.create_container_if_not_exists(container, partition_key=PartitionKey(path=PARTITION_KEY_PATH))
+
+
+def _translate(exc: CosmosHttpResponseError) -> Exception:
+    if exc.status_code in _TRANSIENT_STATUS:
+        return TransientError(f"Cosmos DB is temporarily unavailable ({exc.status_code})")
+    return exc
+
+
+class ResultsStore:
+    """Results of one Cosmos container."""
+
+    def __init__(self, container: ContainerProxy) -> None:
+        self.container = container
+
+    def upsert(self, document: ResultDocument) -> ResultDocument:
+        document.updated_at = utc_now()
+        try:
+            self.container.upsert_item(document.to_cosmos())
+        except CosmosHttpResponseError as exc:
+            raise _translate(exc) from exc
+        return document
+
+    def find(self, user_id: str, result_id: str) -> ResultDocument | None:
+        try:
+            item = self.container.read_item(result_id, partition_key=user_id)
+        except CosmosResourceNotFoundError:
+            return None
+        except CosmosHttpResponseError as exc:
+            raise _translate(exc) from exc
+        return ResultDocument.model_validate(item)
+
+    def get(self, user_id: str, result_id: str) -> ResultDocument:
+        document = self.find(user_id, result_id)
+        if document is None:
+            raise NotFound(f"no result {result_id!r}")
+        return document
+
+    def delete(self, user_id: str, result_id: str) -> None:
+        try:
+            self.container.delete_item(result_id, partition_key=user_id)
+        except CosmosResourceNotFoundError as exc:
+            raise NotFound(f"no result {result_id!r}") from exc
+        except CosmosHttpResponseError as exc:
+            raise _translate(exc) from exc
+
+    def list_page(self, user_id: str, *, label: str | None = None, page_size: int = 20,
+                  continuation: str | None = None) -> tuple[list[ResultDocument], str | None]:
+        """The caller's results, newest first, one page at a time."""
+        query = "SELECT * FROM c WHERE c.userId = @user"
+        parameters: list[dict[str, Any]] = [{"name": "@user", "value": user_id}]
+        if label:
+            query += " AND (c.predictedLabel = @label OR c.correctedLabel = @label)"
+            parameters.append({"name": "@label", "value": label})
+        query += " ORDER BY c.createdAt DESC"
+        token = decode_continuation(continuation) if continuation else None
+        try:
+            pages = self.container.query_items(
+                query, parameters=parameters, partition_key=user_id, max_item_count=page_size
+            ).by_page(token)
+            page = list(next(pages, []))
+            next_token = pages.continuation_token  # type: ignore[attr-defined]
+        except CosmosHttpResponseError as exc:
+            if exc.status_code == 400:
+                raise BadRequest("invalid continuation token") from exc
+            raise _translate(exc) from exc
+        documents = [ResultDocument.model_validate(item) for item in page]
+        return documents, encode_continuation(next_token) if next_token else None
+
+    def iter_user(self, user_id: str) -> list[ResultDocument]:
+        """Every result of one user (export and account deletion)."""
+        items = self.container.query_items(
+            "SELECT * FROM c WHERE c.userId = @user", parameters=[{"name": "@user", "value": user_id}],
+            partition_key=user_id,
+        )
+        return [ResultDocument.model_validate(item) for item in items]
+
+
+def encode_continuation(token: str) -> str:
+    """Opaque, URL-safe continuation tokens for clients."""
+    return base64.urlsafe_b64encode(token.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_continuation(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("invalid continuation token") from exc

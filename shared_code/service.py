@@ -1,0 +1,167 @@
+"""Use cases of the service: classify over HTTP, grant uploads, process uploaded blobs, manage results.
+
+Triggers call exactly one of these methods; all storage and model access happens here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared_code import telemetry
+from shared_code.blob_store import BlobStore, UploadGrant, new_result_id, parse_upload_blob_name, safe_user_id
+from shared_code.errors import ImageRejected, NotFound, ServiceError
+from shared_code.model_repository import ModelProvider
+from shared_code.pipeline import ImageClassification
+from shared_code.results_store import (
+    ErrorInfo,
+    ModelRef,
+    PredictionOut,
+    ResultDocument,
+    ResultsStore,
+    utc_now,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class BlobEvent:
+    """One delivery of a blob-created event (the trigger may deliver the same blob several times)."""
+
+    blob_name: str  # path inside the uploads container: {user}/{file}
+    data: bytes
+    etag: str
+    uploaded_at: str | None = None
+
+
+class ClassificationService:
+    """The application core the function triggers call."""
+
+    def __init__(self, models: ModelProvider, results: ResultsStore, blobs: BlobStore, *, max_attempts: int = 5,
+                 upload_minutes: int = 10, before_result_write: Callable[[ResultDocument], None] | None = None
+                 ) -> None:
+        self.models = models
+        self.results = results
+        self.blobs = blobs
+        self.max_attempts = max_attempts
+        self.upload_minutes = upload_minutes
+        # Test seam for fault injection (a crash after inference, before the write); None in production.
+        self._before_result_write = before_result_write
+
+    # --- HTTP classification --------------------------------------------------------------------------
+    def classify_files(self, user_id: str, files: Sequence[UploadedFile], top_k: int) -> list[ResultDocument]:
+        """Classify and store; a lone bad image raises its rejection, bad ones in a batch come back rejected."""
+        user_id = safe_user_id(user_id)
+        pipeline = self.models.current()
+        outcomes = pipeline.classify_many([f.data for f in files], top_k)
+        if len(files) == 1 and isinstance(outcomes[0], ImageRejected):
+            telemetry.record_rejection(reason=outcomes[0].code, source="http")
+            raise outcomes[0]
+        documents = []
+        for upload, outcome in zip(files, outcomes, strict=True):
+            document = ResultDocument(id=new_result_id(), user_id=user_id, status="pending", source="http",
+                                      filename=upload.filename[:256])
+            documents.append(self._complete(document, outcome, source="http"))
+        for document in documents:
+            self.results.upsert(document)
+        return documents
+
+    def health(self) -> ModelRef:
+        card = self.models.current().card
+        return ModelRef(name=card.name, version=card.version)
+
+    # --- direct uploads ---------------------------------------------------------------------------------
+    def grant_upload(self, user_id: str, filename: str) -> UploadGrant:
+        """An upload URL for one blob, and a `pending` result the client can poll right away."""
+        grant = self.blobs.grant_upload(safe_user_id(user_id), filename, self.upload_minutes)
+        self.results.upsert(ResultDocument(id=grant.result_id, user_id=user_id, status="pending", source="blob",
+                                           filename=filename[:256], blob_name=grant.blob_name))
+        return grant
+
+    def process_blob(self, event: BlobEvent) -> ResultDocument:
+        """Exactly one result per blob version, however often the event is delivered."""
+        user_id, result_id = parse_upload_blob_name(event.blob_name)
+        existing = self.results.find(user_id, result_id)
+        if existing is not None and existing.blob_etag == event.etag and existing.status in ("done", "rejected"):
+            logger.info("blob %s already processed as %s; duplicate delivery ignored", event.blob_name, result_id)
+            return existing
+        same_version = existing is not None and existing.blob_etag in (event.etag, None)
+        attempts = (existing.attempts if existing is not None and same_version else 0) + 1
+        document = ResultDocument(
+            id=result_id, user_id=user_id, status="pending", source="blob", blob_name=event.blob_name,
+            blob_etag=event.etag, uploaded_at=event.uploaded_at, attempts=attempts,
+            filename=existing.filename if existing is not None else event.blob_name.rsplit("/", 1)[-1],
+            created_at=existing.created_at if existing is not None else utc_now(),
+        )
+        self.results.upsert(document)  # records the attempt before work that may crash
+        with telemetry.invocation_span("process_blob", result_id=result_id, blob=event.blob_name):
+            try:
+                outcome: ImageClassification | ImageRejected = self.models.current().classify_bytes(event.data)
+            except ImageRejected as rejection:
+                outcome = rejection
+            except Exception as exc:
+                if attempts < self.max_attempts:
+                    raise  # transient: the trigger redelivers
+                logger.exception("blob %s failed %d times; marking it failed", event.blob_name, attempts)
+                document.status = "failed"
+                document.error = ErrorInfo(code=getattr(exc, "code", "processing_failed"),
+                                           message=f"processing failed after {attempts} attempts")
+                return self.results.upsert(document)
+            final = self._complete(document, outcome, source="blob")
+            if self._before_result_write is not None:
+                self._before_result_write(final)
+            self.results.upsert(final)
+        if event.uploaded_at and final.status == "done":
+            lag = (datetime.now(UTC) - datetime.fromisoformat(event.uploaded_at.replace("Z", "+00:00"))).total_seconds()
+            telemetry.record_blob_lag(max(0.0, lag))
+        return final
+
+    # --- results ----------------------------------------------------------------------------------------
+    def get_result(self, user_id: str, result_id: str) -> ResultDocument:
+        return self.results.get(safe_user_id(user_id), result_id)
+
+    def list_results(self, user_id: str, *, label: str | None, page_size: int, continuation: str | None
+                     ) -> tuple[list[ResultDocument], str | None]:
+        return self.results.list_page(safe_user_id(user_id), label=label, page_size=page_size,
+                                      continuation=continuation)
+
+    def delete_result(self, user_id: str, result_id: str) -> None:
+        document = self.results.get(safe_user_id(user_id), result_id)
+        if document.blob_name:
+            self.blobs.delete(self.blobs.uploads_container, document.blob_name)
+        with contextlib.suppress(NotFound):  # deleted concurrently: the outcome the caller asked for
+            self.results.delete(user_id, result_id)
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def _complete(self, document: ResultDocument, outcome: ImageClassification | ServiceError, *, source: str
+                  ) -> ResultDocument:
+        if isinstance(outcome, ImageClassification):
+            top = outcome.predictions[0]
+            document.status = "done"
+            document.predictions = [PredictionOut(label=p.label, class_index=p.class_index, score=round(p.score, 6))
+                                    for p in outcome.predictions]
+            document.predicted_label = top.label
+            document.model = ModelRef(name=outcome.model_name, version=outcome.model_version)
+            document.timings_ms = outcome.timings_ms
+            document.features = outcome.features.to_dict()
+            document.error = None
+            telemetry.record_classification(
+                model_name=outcome.model_name, model_version=outcome.model_version, predicted_label=top.label,
+                confidence=top.score, inference_ms=outcome.timings_ms.get("inference", 0.0),
+                decode_ms=outcome.timings_ms.get("decode", 0.0), source=source, result_id=document.id,
+            )
+        else:
+            document.status = "rejected"
+            document.error = ErrorInfo(code=outcome.code, message=outcome.message)
+            telemetry.record_rejection(reason=outcome.code, source=source)
+        return document

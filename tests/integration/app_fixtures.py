@@ -1,0 +1,73 @@
+"""Fixtures that wire the real function app to Azurite and the Cosmos server started by the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+from fastapi.testclient import TestClient
+
+from functions import dependencies
+from functions.http_api import create_api
+from shared_code.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token
+from shared_code.results_store import cosmos_client, ensure_container
+from shared_code.settings import get_settings
+from tests.factories import make_tiny_model
+
+SIGNING_KEY = "integration-test-signing-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def app_settings(azurite: Any, cosmos: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment for the app: emulator endpoints, a tiny real model, local auth."""
+    model_card = make_tiny_model(tmp_path_factory.mktemp("model"))
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "COSMOS_ENDPOINT": cosmos.endpoint, "COSMOS_KEY": cosmos.key, "COSMOS_VERIFY_TLS": "false",
+        "COSMOS_DATABASE": "imgclass-test", "COSMOS_RESULTS_CONTAINER": "results",
+        "MODEL_SOURCE": "local", "MODEL_PATH": str(model_card), "AUTH_MODE": "local",
+        "AUTH_SIGNING_KEY": SIGNING_KEY, "MAX_UPLOAD_BYTES": "200000", "MAX_IMAGES_PER_REQUEST": "4",
+        "BLOB_MAX_ATTEMPTS": "3", "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    dependencies.reset()
+    client = cosmos_client(cosmos.endpoint, cosmos.key, verify_tls=False)
+    ensure_container(client, "imgclass-test", "results")
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    for container in ("uploads", "models", "reports"):
+        if not blobs.get_container_client(container).exists():
+            blobs.create_container(container)
+    yield values
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    dependencies.reset()
+
+
+@pytest.fixture
+def api(app_settings: dict[str, str]) -> Iterator[TestClient]:
+    dependencies.reset()
+    with TestClient(create_api()) as client:
+        yield client
+    dependencies.reset()
+
+
+def bearer(user: str, *, admin: bool = False) -> dict[str, str]:
+    token = issue_token(get_settings(), user, ALL_SCOPES if admin else DEFAULT_USER_SCOPES)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def blob_service(app_settings: dict[str, str]) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(app_settings["STORAGE_CONNECTION_STRING"])
+
+
+def model_dir(app_settings: dict[str, str]) -> Path:
+    return Path(app_settings["MODEL_PATH"]).parent

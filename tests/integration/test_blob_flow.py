@@ -1,0 +1,122 @@
+"""Direct uploads: SAS grant -> PUT to Azurite -> blob trigger function -> exactly one result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import azure.functions as func
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from functions import dependencies
+from functions.blob_trigger import classify_uploaded_blob
+from shared_code.errors import ModelUnavailable
+from shared_code.model_repository import ModelProvider
+from shared_code.results_store import ResultDocument
+from shared_code.service import BlobEvent, ClassificationService
+from shared_code.settings import get_settings
+from tests.factories import image_bytes
+from tests.integration.app_fixtures import api, app_settings, bearer, blob_service  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+GREEN = image_bytes("JPEG", size=(80, 60), color=(20, 230, 20))
+
+
+def upload(api: TestClient, user: str, data: bytes, filename: str = "photo.jpg") -> dict[str, str]:
+    grant = api.post("/api/uploads", json={"filename": filename}, headers=bearer(user))
+    assert grant.status_code == 200, grant.text
+    body: dict[str, str] = grant.json()
+    put = httpx.put(body["upload_url"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    return body
+
+
+def deliver(app_settings: dict[str, str], blob_name: str) -> func.blob.InputStream:
+    """What the Functions host hands the trigger: the blob's bytes, name and properties."""
+    client = blob_service(app_settings).get_blob_client("uploads", blob_name)
+    properties = client.get_blob_properties()
+    data = client.download_blob().readall()
+    return func.blob.InputStream(data=data, name=f"uploads/{blob_name}", length=len(data), uri=client.url,
+                                 blob_properties={"ETag": properties.etag,
+                                                  "LastModified": properties.last_modified.isoformat()})
+
+
+def test_upload_grant_then_blob_trigger_gives_a_done_result(api: TestClient, app_settings: dict[str, str]) -> None:
+    grant = upload(api, "carol", GREEN)
+    assert grant["blob_name"].startswith("carol/") and grant["blob_name"].endswith(".jpg")
+    pending = api.get(f"/api/results/{grant['id']}", headers=bearer("carol")).json()
+    assert pending["status"] == "pending"
+    classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))
+    result = api.get(f"/api/results/{grant['id']}", headers=bearer("carol")).json()
+    assert result["status"] == "done" and result["predictions"][0]["label"] == "green"
+    assert api.get(f"/api/results/{grant['id']}", headers=bearer("mallory")).status_code == 404
+
+
+def test_grant_is_scoped_to_one_blob_under_the_callers_prefix(api: TestClient) -> None:
+    grant = api.post("/api/uploads", json={"filename": "../../bob/evil.jpg"}, headers=bearer("carol")).json()
+    assert grant["blob_name"].startswith("carol/") and "bob" not in grant["blob_name"]
+    other_blob = grant["upload_url"].replace(grant["blob_name"], "bob/stolen.jpg")
+    put = httpx.put(other_blob, content=GREEN, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 403
+    refused = api.post("/api/uploads", json={"filename": "notes.txt"}, headers=bearer("carol"))
+    assert refused.status_code == 400
+
+
+def test_three_deliveries_and_a_crash_before_the_write_yield_one_done_result(
+        api: TestClient, app_settings: dict[str, str]) -> None:
+    grant = upload(api, "dave", GREEN)
+    service = dependencies.get_service()
+    crashes = {"left": 1}
+
+    def crash_once(_: ResultDocument) -> None:
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("worker died after inference, before the write")
+
+    crashing = ClassificationService(service.models, service.results, service.blobs, max_attempts=3,
+                                     before_result_write=crash_once)
+    stream = deliver(app_settings, grant["blob_name"])
+    event = BlobEvent(blob_name=grant["blob_name"], data=stream.read(), etag=stream.blob_properties["ETag"])
+    with pytest.raises(RuntimeError):
+        crashing.process_blob(event)
+    for _ in range(3):
+        crashing.process_blob(event)
+    documents = list(service.results.container.query_items(
+        "SELECT * FROM c WHERE c.userId = @u", parameters=[{"name": "@u", "value": "dave"}], partition_key="dave"))
+    assert len(documents) == 1
+    assert documents[0]["status"] == "done" and documents[0]["id"] == grant["id"]
+    assert documents[0]["attempts"] == 2  # the crashed attempt and the one that wrote; duplicates were no-ops
+
+
+def test_bad_blob_is_rejected_once_without_retries(api: TestClient, app_settings: dict[str, str]) -> None:
+    grant = upload(api, "erin", b"this is not an image at all")
+    classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))  # returns normally: no host retry
+    result = api.get(f"/api/results/{grant['id']}", headers=bearer("erin")).json()
+    assert result["status"] == "rejected" and result["error"]["code"] == "unsupported_format"
+
+
+def test_persistent_failure_ends_failed_and_visible(api: TestClient, app_settings: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    grant = upload(api, "frank", GREEN)
+    service = dependencies.get_service()
+    model_store_down = ModelProvider(local_path=str(tmp_path / "missing.card.json"))
+    broken = ClassificationService(model_store_down, service.results, service.blobs,
+                                   max_attempts=get_settings().BLOB_MAX_ATTEMPTS)
+    stream = deliver(app_settings, grant["blob_name"])
+    event = BlobEvent(blob_name=grant["blob_name"], data=stream.read(), etag=stream.blob_properties["ETag"])
+    for _ in range(get_settings().BLOB_MAX_ATTEMPTS - 1):
+        with pytest.raises(ModelUnavailable):
+            broken.process_blob(event)  # transient: raised so that the host redelivers
+        assert api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()["status"] == "pending"
+    final = broken.process_blob(event)  # last attempt: recorded as failed, not raised
+    assert final.status == "failed"
+    result = api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()
+    assert result["status"] == "failed" and "3 attempts" in result["error"]["message"]
+
+
+def test_delete_removes_result_and_blob(api: TestClient, app_settings: dict[str, str]) -> None:
+    grant = upload(api, "gina", GREEN)
+    classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))
+    assert api.delete(f"/api/results/{grant['id']}", headers=bearer("gina")).status_code == 204
+    assert not blob_service(app_settings).get_blob_client("uploads", grant["blob_name"]).exists()
