@@ -17,7 +17,7 @@ from shared_code.results_store import ResultDocument
 from shared_code.service import BlobEvent, ClassificationService
 from shared_code.settings import get_settings
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import api, app_settings, bearer, blob_service  # noqa: F401 - fixtures
+from tests.integration.app_fixtures import bearer, blob_service
 
 pytestmark = pytest.mark.integration
 GREEN = image_bytes("JPEG", size=(80, 60), color=(20, 230, 20))

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import api, app_settings, bearer  # noqa: F401 - fixtures
+from tests.integration.app_fixtures import bearer
 
 pytestmark = pytest.mark.integration
 
