@@ -8,22 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from functions.dependencies import get_service
+from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
 from functions.errors import install_error_handlers
-from shared_code.auth import Principal, authenticate
+from functions.identity_api import router as identity_router
+from shared_code.auth import Principal
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
-from shared_code.service import ClassificationService, UploadedFile
-from shared_code.settings import Settings, get_settings
+from shared_code.service import UploadedFile
+from shared_code.settings import Settings
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
-bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` locally, Entra ID in Azure")
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -86,31 +85,6 @@ def result_public(document: ResultDocument) -> ResultPublic:
     )
 
 
-# --- dependencies -------------------------------------------------------------------------------------
-def current_principal(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    settings: Annotated[Settings, Depends(get_settings)],
-) -> Principal:
-    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    return authenticate(settings, header)
-
-
-def require(scope: str) -> Any:
-    """A dependency that authenticates the caller and checks one scope."""
-
-    def checker(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        principal.require(scope)
-        return principal
-
-    return Depends(checker)
-
-
-ServiceDep = Annotated[ClassificationService, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or invalid token"},
-                                                 403: {"description": "Token lacks the scope"}}
-
-
 async def read_limited(stream: Any, limit: int) -> bytes:
     """Read a request/file stream, stopping as soon as it exceeds `limit` bytes."""
     chunks: list[bytes] = []
@@ -157,7 +131,7 @@ async def read_images(request: Request, settings: Settings) -> list[UploadedFile
 router = APIRouter(prefix="/api")
 
 
-@router.get("/health", tags=["service"])
+@router.get("/health", tags=["service"], responses=error_responses(503))
 async def health(service: ServiceDep) -> HealthPublic:
     """Liveness, and the model being served."""
     return HealthPublic(status="ok", model=await run_in_threadpool(service.health))
@@ -165,8 +139,7 @@ async def health(service: ServiceDep) -> HealthPublic:
 
 @router.post(
     "/classify", tags=["classify"], response_model=ClassificationPublic | ClassifyManyPublic,
-    responses={**AUTH_ERRORS, 400: {"description": "Undecodable image"}, 413: {"description": "Too large"},
-               415: {"description": "Unsupported content type or image format"}},
+    responses={**AUTH_ERRORS, **error_responses(400, 413, 415)},
     openapi_extra={"requestBody": {"content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}, "required": ["file"]}},
@@ -185,7 +158,7 @@ async def classify(
     return ClassifyManyPublic(results=[classification_public(d) for d in documents])
 
 
-@router.post("/uploads", tags=["uploads"], responses=AUTH_ERRORS)
+@router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400)})
 async def create_upload(body: UploadCreate, service: ServiceDep,
                         principal: Annotated[Principal, require("classify")]) -> UploadGrantPublic:
     """A short-lived URL to PUT one image straight into Blob Storage (`x-ms-blob-type: BlockBlob`)."""
@@ -194,14 +167,14 @@ async def create_upload(body: UploadCreate, service: ServiceDep,
                              expires_at=grant.expires_at.isoformat(), result_url=f"/api/results/{grant.result_id}")
 
 
-@router.get("/results/{result_id}", tags=["results"], responses={**AUTH_ERRORS, 404: {"description": "Not found"}})
+@router.get("/results/{result_id}", tags=["results"], responses={**AUTH_ERRORS, **error_responses(404)})
 async def get_result(result_id: str, service: ServiceDep,
                      principal: Annotated[Principal, require("results:read")]) -> ResultPublic:
     """One of the caller's results (`pending`, `done`, `rejected` or `failed`)."""
     return result_public(await run_in_threadpool(service.get_result, principal.user_id, result_id))
 
 
-@router.get("/results", tags=["results"], responses=AUTH_ERRORS)
+@router.get("/results", tags=["results"], responses={**AUTH_ERRORS, **error_responses(400)})
 async def list_results(
     service: ServiceDep, principal: Annotated[Principal, require("results:read")],
     label: Annotated[str | None, Query(max_length=200, description="Predicted or corrected label")] = None,
@@ -216,7 +189,7 @@ async def list_results(
 
 
 @router.delete("/results/{result_id}", tags=["results"], status_code=204,
-               responses={**AUTH_ERRORS, 404: {"description": "Not found"}})
+               responses={**AUTH_ERRORS, **error_responses(404)})
 async def delete_result(result_id: str, service: ServiceDep,
                         principal: Annotated[Principal, require("results:write")]) -> None:
     """Delete a result and its uploaded blob."""
@@ -229,4 +202,5 @@ def create_api() -> FastAPI:
                   docs_url="/api/docs", redoc_url=None)
     install_error_handlers(api)
     api.include_router(router)
+    api.include_router(identity_router)
     return api

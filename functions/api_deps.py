@@ -1,0 +1,91 @@
+"""FastAPI dependencies shared by every router: the service, settings, and scope-checked callers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from functions.dependencies import get_service
+from shared_code.api_keys import key_store_for
+from shared_code.auth import Principal, authenticate
+from shared_code.errors import Forbidden, Unauthorized
+from shared_code.rate_limit import limiter_for
+from shared_code.service import ClassificationService
+from shared_code.settings import Settings, get_settings
+
+bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` or `POST /api/token` locally, "
+                                                  "Entra ID in Azure")
+
+
+def current_principal(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> Principal:
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    principal = authenticate(settings, header)
+    # Tokens exchanged for an API key die with the key: a cached point read per key (see api_keys).
+    if principal.key_id is not None and not key_store_for(settings).is_active(principal.user_id, principal.key_id):
+        raise Unauthorized("the API key this token was issued for has been revoked")
+    return principal
+
+
+def require(scope: str | None, *, user_token: bool = False) -> Any:
+    """Authenticate, apply the caller's rate limit, and check one scope (None: any authenticated caller).
+
+    `user_token=True` refuses tokens exchanged for an API key: a leaked key must not mint more keys or
+    delete the account.
+    """
+
+    def checker(principal: Annotated[Principal, Depends(current_principal)],
+                settings: Annotated[Settings, Depends(get_settings)]) -> Principal:
+        limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"user:{principal.user_id}")
+        if scope is not None:
+            principal.require(scope)
+        if user_token and principal.via_api_key:
+            raise Forbidden("this operation needs a user token, not a token exchanged for an API key")
+        return principal
+
+    return Depends(checker)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request (undecodable image, invalid value)",
+    401: "Missing, invalid, expired or revoked bearer token",
+    403: "The token lacks the scope, or the operation needs a user token",
+    404: "Not found (or owned by another user)",
+    413: "Payload, image or pixel count too large",
+    415: "Unsupported content type or image format",
+    422: "Request validation failed, or the image took too long to decode",
+    429: "Rate limit exceeded; see Retry-After",
+    503: "A dependency is temporarily unavailable; retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries in the one error shape (429 documents its Retry-After header)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
+        if status == 429:
+            entry["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+        responses[status] = entry
+    return responses
+
+
+ServiceDep = Annotated[ClassificationService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AUTH_ERRORS = error_responses(401, 403, 422, 429, 503)

@@ -1,0 +1,175 @@
+"""Identity routes: token exchange for API keys, key management, and the caller's own account.
+
+- `POST /api/token`: JSON `{"api_key": "ick_..."}` -> a short-lived bearer token (AUTH_MODE=local only);
+- `POST/GET /api/keys`, `DELETE /api/keys/{key_id}`: the caller's API keys (user tokens only);
+- `GET /api/me`, `GET /api/me/export`, `DELETE /api/me`: who am I, download my data, erase my data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from shared_code.account import AccountService
+from shared_code.api_keys import ApiKeyRecord, KeyStore, cosmos_database, grantable_scopes, key_store_for, parse_key
+from shared_code.auth import Principal, issue_token
+from shared_code.errors import Forbidden, NotFound
+from shared_code.rate_limit import limiter_for
+from shared_code.settings import Settings, get_settings
+
+Scope = Literal["classify", "results:read", "results:write", "admin"]
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+FEEDBACK_CONTAINER = "feedback"
+
+
+# --- schemas ------------------------------------------------------------------------------------------
+class TokenRequest(BaseModel):
+    api_key: str = Field(min_length=1, max_length=1024, description="An API key from POST /api/keys")
+
+
+class TokenPublic(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int = Field(description="Seconds until the token expires")
+    scope: str = Field(description="Space-separated scopes")
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(default="", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", examples=["nightly batch"])
+    scopes: list[Scope] | None = Field(default=None, max_length=4,
+                                       description="A subset of the caller's scopes; default: the caller's")
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    prefix: str = Field(description="Recognisable part of the key; the secret is never shown again")
+    created_at: str
+    last_used_at: str | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    api_key: str = Field(description="The key itself: shown once, store it now")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyPublic]
+
+
+class MePublic(BaseModel):
+    user_id: str
+    scopes: list[str]
+    via_api_key: bool
+
+
+class DeletionPublic(BaseModel):
+    blobs: int
+    results: int
+    keys: int
+    feedback: int
+
+
+class UserExport(BaseModel):
+    user_id: str
+    exported_at: str
+    results: list[dict[str, object]]
+    api_keys: list[dict[str, object]]
+
+
+def key_public(record: ApiKeyRecord) -> ApiKeyPublic:
+    return ApiKeyPublic(id=record.id, name=record.name, scopes=record.scopes, prefix=record.display_prefix,
+                        created_at=record.created_at, last_used_at=record.last_used_at)
+
+
+# --- dependencies -------------------------------------------------------------------------------------
+def local_key_store(settings: Annotated[Settings, Depends(get_settings)]) -> KeyStore:
+    """API keys exist only where the service issues tokens itself; with Entra ID, use its credentials."""
+    if settings.AUTH_MODE != "local":
+        raise Forbidden("API keys are not used with AUTH_MODE=entra: use Entra ID client credentials")
+    return key_store_for(settings)
+
+
+def account_service(service: ServiceDep, settings: SettingsDep) -> AccountService:
+    database = cosmos_database(settings.COSMOS_ENDPOINT, settings.COSMOS_KEY, settings.COSMOS_VERIFY_TLS,
+                               settings.AZURE_CLIENT_ID, settings.COSMOS_DATABASE)
+    feedback = database.get_container_client(FEEDBACK_CONTAINER)  # absent containers count as empty
+    return AccountService(service.results, service.blobs, key_store_for(settings), feedback)
+
+
+KeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
+AccountDep = Annotated[AccountService, Depends(account_service)]
+
+# --- routes -------------------------------------------------------------------------------------------
+router = APIRouter(prefix="/api", tags=["identity"])
+
+
+@router.post("/token", responses=error_responses(401, 403, 422, 429, 503))
+async def exchange_api_key(body: TokenRequest, settings: SettingsDep) -> TokenPublic:
+    """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
+    if settings.AUTH_MODE != "local":
+        raise Forbidden("tokens are issued by Entra ID in this deployment")
+    _, key_id, _ = parse_key(body.api_key)
+    limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"key:{key_id}")
+    record = await run_in_threadpool(key_store_for(settings).verify, body.api_key)
+    minutes = settings.API_KEY_TOKEN_MINUTES
+    scopes = tuple(record.scopes)
+    token = issue_token(settings, record.user_id, scopes, minutes, key_id=record.id)
+    return TokenPublic(access_token=token, expires_in=60 * minutes, scope=" ".join(scopes))
+
+
+@router.post("/keys", status_code=201, responses={**AUTH_ERRORS, **error_responses(400)})
+async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+                         body: ApiKeyCreate) -> ApiKeyCreated:
+    """Create an API key; the response is the only time its secret is shown."""
+    scopes = grantable_scopes(principal, body.scopes)
+    record, api_key = await run_in_threadpool(keys.create, principal.user_id, body.name, scopes)
+    return ApiKeyCreated(**key_public(record).model_dump(), api_key=api_key)
+
+
+@router.get("/keys", responses=AUTH_ERRORS)
+async def list_api_keys(principal: Annotated[Principal, require(None, user_token=True)],
+                        keys: KeyStoreDep) -> ApiKeyList:
+    """The caller's API keys, without secrets."""
+    records = await run_in_threadpool(keys.list, principal.user_id)
+    return ApiKeyList(items=[key_public(record) for record in records])
+
+
+@router.delete("/keys/{key_id}", status_code=204, responses={**AUTH_ERRORS, **error_responses(404)})
+async def revoke_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+                         key_id: Annotated[str, Path(max_length=64)]) -> None:
+    """Revoke one of the caller's keys: new exchanges fail at once, its tokens within 30 s on every instance."""
+    if not _KEY_ID.fullmatch(key_id):
+        raise NotFound(f"no API key {key_id!r}")
+    await run_in_threadpool(keys.revoke, principal.user_id, key_id)
+
+
+@router.get("/me", responses=error_responses(401, 429, 503))
+async def who_am_i(principal: Annotated[Principal, require(None)]) -> MePublic:
+    """The caller as the service sees it: user id and scopes from the validated token."""
+    return MePublic(user_id=principal.user_id, scopes=sorted(principal.scopes), via_api_key=principal.via_api_key)
+
+
+@router.get("/me/export", response_model=UserExport, responses=AUTH_ERRORS)
+async def export_my_data(principal: Annotated[Principal, require("results:read")],
+                         account: AccountDep) -> Response:
+    """Everything stored about the caller (results and key metadata) as a JSON download."""
+    export = await run_in_threadpool(account.export, principal.user_id)
+    return Response(
+        content=json.dumps(export, ensure_ascii=False), media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="imgclass-export-{principal.user_id}.json"'},
+    )
+
+
+@router.delete("/me", responses=AUTH_ERRORS)
+async def delete_my_data(principal: Annotated[Principal, require("results:write", user_token=True)],
+                         account: AccountDep) -> DeletionPublic:
+    """Erase the caller's uploads, results, API keys and feedback; returns how many of each were removed."""
+    report = await run_in_threadpool(account.delete, principal.user_id)
+    return DeletionPublic(**report.as_dict())
