@@ -71,3 +71,11 @@ def blob_service(app_settings: dict[str, str]) -> BlobServiceClient:
 
 def model_dir(app_settings: dict[str, str]) -> Path:
     return Path(app_settings["MODEL_PATH"]).parent
+
+
+@pytest.fixture(scope="session")
+def app_functions(app_settings: dict[str, str]) -> dict[str, Any]:
+    """The real function_app's functions by name (`get_functions()` may run only once per process)."""
+    import function_app  # noqa: PLC0415 - imported after the settings are in the environment
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
