@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared_code import telemetry
 from shared_code.blob_store import BlobStore, UploadGrant, new_result_id, parse_upload_blob_name, safe_user_id
-from shared_code.errors import ImageRejected, NotFound, ServiceError
+from shared_code.errors import DecodeTooSlow, ImageRejected, NotFound, ServiceError
 from shared_code.model_repository import ModelProvider
 from shared_code.pipeline import ImageClassification
 from shared_code.results_store import (
@@ -26,6 +27,7 @@ from shared_code.results_store import (
 )
 
 logger = logging.getLogger(__name__)
+_RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,14 @@ class ClassificationService:
     """The application core the function triggers call."""
 
     def __init__(self, models: ModelProvider, results: ResultsStore, blobs: BlobStore, *, max_attempts: int = 5,
-                 upload_minutes: int = 10, before_result_write: Callable[[ResultDocument], None] | None = None
-                 ) -> None:
+                 upload_minutes: int = 10, before_result_write: Callable[[ResultDocument], None] | None = None,
+                 decode_timeout_s: float = 0.0) -> None:
         self.models = models
         self.results = results
         self.blobs = blobs
         self.max_attempts = max_attempts
         self.upload_minutes = upload_minutes
+        self.decode_timeout_s = decode_timeout_s
         # Test seam for fault injection (a crash after inference, before the write); None in production.
         self._before_result_write = before_result_write
 
@@ -63,7 +66,7 @@ class ClassificationService:
         """Classify and store; a lone bad image raises its rejection, bad ones in a batch come back rejected."""
         user_id = safe_user_id(user_id)
         pipeline = self.models.current()
-        outcomes = pipeline.classify_many([f.data for f in files], top_k)
+        outcomes = [self._within_decode_deadline(o) for o in pipeline.classify_many([f.data for f in files], top_k)]
         if len(files) == 1 and isinstance(outcomes[0], ImageRejected):
             telemetry.record_rejection(reason=outcomes[0].code, source="http")
             raise outcomes[0]
@@ -106,7 +109,8 @@ class ClassificationService:
         self.results.upsert(document)  # records the attempt before work that may crash
         with telemetry.invocation_span("process_blob", result_id=result_id, blob=event.blob_name):
             try:
-                outcome: ImageClassification | ImageRejected = self.models.current().classify_bytes(event.data)
+                outcome: ImageClassification | ImageRejected = self._within_decode_deadline(
+                    self.models.current().classify_bytes(event.data))
             except ImageRejected as rejection:
                 outcome = rejection
             except Exception as exc:
@@ -114,6 +118,7 @@ class ClassificationService:
                     raise  # transient: the trigger redelivers
                 logger.exception("blob %s failed %d times; marking it failed", event.blob_name, attempts)
                 document.status = "failed"
+                telemetry.record_failed_result(reason=getattr(exc, "code", "processing_failed"), source="blob")
                 document.error = ErrorInfo(code=getattr(exc, "code", "processing_failed"),
                                            message=f"processing failed after {attempts} attempts")
                 return self.results.upsert(document)
@@ -128,7 +133,7 @@ class ClassificationService:
 
     # --- results ----------------------------------------------------------------------------------------
     def get_result(self, user_id: str, result_id: str) -> ResultDocument:
-        return self.results.get(safe_user_id(user_id), result_id)
+        return self.results.get(safe_user_id(user_id), _known_result_id(result_id))
 
     def list_results(self, user_id: str, *, label: str | None, page_size: int, continuation: str | None
                      ) -> tuple[list[ResultDocument], str | None]:
@@ -136,13 +141,23 @@ class ClassificationService:
                                       continuation=continuation)
 
     def delete_result(self, user_id: str, result_id: str) -> None:
-        document = self.results.get(safe_user_id(user_id), result_id)
+        document = self.results.get(safe_user_id(user_id), _known_result_id(result_id))
         if document.blob_name:
             self.blobs.delete(self.blobs.uploads_container, document.blob_name)
         with contextlib.suppress(NotFound):  # deleted concurrently: the outcome the caller asked for
             self.results.delete(user_id, result_id)
 
     # --- helpers ----------------------------------------------------------------------------------------
+    def _within_decode_deadline(self, outcome: ImageClassification | ImageRejected
+                                ) -> ImageClassification | ImageRejected:
+        """A slow decode becomes a rejection: the work is done, but a client cannot make it the norm."""
+        if isinstance(outcome, ImageClassification) and self.decode_timeout_s > 0:
+            decode_ms = outcome.timings_ms.get("decode", 0.0)
+            if decode_ms > self.decode_timeout_s * 1000.0:
+                return DecodeTooSlow(f"decoding the image took {decode_ms / 1000.0:.2f} s; the limit is "
+                                     f"{self.decode_timeout_s:g} s")
+        return outcome
+
     def _complete(self, document: ResultDocument, outcome: ImageClassification | ServiceError, *, source: str
                   ) -> ResultDocument:
         if isinstance(outcome, ImageClassification):
@@ -165,3 +180,10 @@ class ClassificationService:
             document.error = ErrorInfo(code=outcome.code, message=outcome.message)
             telemetry.record_rejection(reason=outcome.code, source=source)
         return document
+
+
+def _known_result_id(result_id: str) -> str:
+    """Result ids are 32 hex digits; anything else cannot exist, so it is not sent to the store at all."""
+    if not _RESULT_ID.fullmatch(result_id):
+        raise NotFound(f"no result {result_id[:64]!r}")
+    return result_id

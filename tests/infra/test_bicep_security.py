@@ -1,0 +1,196 @@
+"""Security properties of the Bicep: Entra-only data paths, TLS 1.2, no public blobs, no keys, least privilege."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.infra.bicep_model import (
+    INFRA,
+    MAIN_BICEP,
+    REPO_ROOT,
+    bicep_files,
+    module_paths,
+    parse,
+    resources,
+    text_of,
+)
+
+pytestmark = pytest.mark.unit
+
+MODULES = INFRA / "modules"
+
+# Built-in role definition ids and their names (learn.microsoft.com built-in roles).
+ROLE_NAMES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "db58b8e5-c6ad-4a2a-8342-4190687cbf4a": "Storage Blob Delegator",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "f6c7c914-8db3-469d-8ca1-694a8f32e121": "AzureML Data Scientist",
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
+}
+GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda p: str(p.relative_to(INFRA)))
+def test_every_bicep_file_parses_and_documents_its_params(path: Path) -> None:
+    document = parse(path)
+    for name, parameter in document.get("parameters", {}).items():
+        descriptions = [d["argument"] for d in parameter["decorators"] if d["type"] == "description"]
+        assert descriptions, f"{path.name}: param {name} has no @description"
+        assert descriptions[0].startswith(("Required.", "Optional.")), f"{path.name}: param {name}"
+        required = parameter.get("default") is None
+        assert descriptions[0].startswith("Required." if required else "Optional."), f"{path.name}: param {name}"
+
+
+def test_main_composes_every_module_and_only_existing_ones() -> None:
+    used = set(module_paths(MAIN_BICEP).values())
+    assert all(path.exists() for path in used)
+    assert used == {path.resolve() for path in MODULES.glob("*.bicep")}
+    assert parse(MAIN_BICEP)["globals"]["scope"]["value"] == "subscription"
+
+
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda p: str(p.relative_to(INFRA)))
+def test_storage_accounts_are_entra_only_tls12_and_private(path: Path) -> None:
+    for symbol, account in resources(path, "Microsoft.Storage/storageAccounts").items():
+        properties = account["properties"]
+        assert properties["allowSharedKeyAccess"] is False, symbol
+        assert properties["allowBlobPublicAccess"] is False, symbol
+        assert properties["minimumTlsVersion"] == "TLS1_2", symbol
+        assert properties["supportsHttpsTrafficOnly"] is True, symbol
+    for symbol, container in resources(path, "Microsoft.Storage/storageAccounts/blobServices/containers").items():
+        assert container["properties"]["publicAccess"] == "None", symbol
+
+
+def test_no_keys_or_connection_strings_are_read_anywhere_but_the_blob_webhook() -> None:
+    for path in bicep_files():
+        source = path.read_text(encoding="utf-8")
+        calls = re.findall(r"\b(list\w*)\(", source)
+        if path.name == "blob-events.bicep":
+            assert calls == ["listKeys"] and "systemKeys.blobs_extension" in source
+        else:
+            assert calls == [], f"{path.name} reads secrets: {calls}"
+        assert "AccountKey=" not in source and "connectionStrings" not in source, path.name
+
+
+def test_cosmos_is_serverless_keyless_and_grants_the_app_data_access() -> None:
+    path = MODULES / "cosmos.bicep"
+    (account,) = resources(path, "Microsoft.DocumentDB/databaseAccounts").values()
+    properties = account["properties"]
+    assert properties["disableLocalAuth"] is True
+    assert {"name": "EnableServerless"} in properties["capabilities"]
+    assert properties["minimalTlsVersion"] == "Tls12"
+    (assignment,) = resources(path, "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments").values()
+    assert "00000000-0000-0000-0000-000000000002" in text_of(parse(path)["variables"])
+    assert "dataContributorRoleId" in text_of(assignment["properties"]["roleDefinitionId"])
+    cosmos_params = parse(MAIN_BICEP)["modules"]["cosmos"]["config"]["params"]
+    assert "identity" in text_of(cosmos_params["dataContributorPrincipalIds"])
+    containers = {c["name"]: c["partitionKeyPath"] for c in cosmos_params["containers"]}
+    assert containers == {"results": "/userId", "keys": "/userId", "feedback": "/userId", "drift": "/windowId"}
+
+
+def test_function_app_is_flex_consumption_https_only_with_a_user_assigned_identity() -> None:
+    path = MODULES / "function-app.bicep"
+    (plan,) = resources(path, "Microsoft.Web/serverfarms").values()
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    (site,) = resources(path, "Microsoft.Web/sites").values()
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"]["type"] == "UserAssigned"
+    properties = site["properties"]
+    assert properties["httpsOnly"] is True
+    assert properties["siteConfig"]["minTlsVersion"] == "1.2"
+    assert properties["siteConfig"]["ftpsState"] == "Disabled"
+    config = properties["functionAppConfig"]
+    assert config["runtime"]["name"] == "python"
+    assert parse(path)["parameters"]["pythonVersion"]["default"] == "3.11"
+    assert config["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
+
+
+def test_host_storage_connection_is_identity_based() -> None:
+    host = parse(MODULES / "function-app.bicep")["variables"]["hostSettings"]["value"]
+    assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert host["AzureWebJobsStorage__clientId"] == "identityClientId"
+    for service in ("blob", "queue", "table"):
+        assert f"AzureWebJobsStorage__{service}ServiceUri" in host
+    assert "AzureWebJobsStorage" not in host  # a connection string would carry an account key
+    assert "Authorization=AAD" in host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+
+
+def test_application_insights_is_workspace_based_with_local_auth_off() -> None:
+    (component,) = resources(MODULES / "monitoring.bicep", "Microsoft.Insights/components").values()
+    assert component["properties"]["DisableLocalAuth"] is True
+    assert component["properties"]["WorkspaceResourceId"]
+
+
+def test_machine_learning_dependencies_are_locked_down_and_the_cluster_scales_to_zero() -> None:
+    path = MODULES / "machine-learning.bicep"
+    (vault,) = resources(path, "Microsoft.KeyVault/vaults").values()
+    assert vault["properties"]["enableRbacAuthorization"] is True
+    (registry,) = resources(path, "Microsoft.ContainerRegistry/registries").values()
+    assert registry["properties"]["adminUserEnabled"] is False
+    (cluster,) = resources(path, "Microsoft.MachineLearningServices/workspaces/computes").values()
+    assert cluster["properties"]["properties"]["scaleSettings"]["minNodeCount"] == 0
+    (workspace,) = resources(path, "Microsoft.MachineLearningServices/workspaces").values()
+    assert workspace["properties"]["systemDatastoresAuthMode"] == "identity"
+
+
+def test_blob_created_events_for_uploads_go_to_the_blob_extension_webhook() -> None:
+    path = MODULES / "blob-events.bicep"
+    (topic,) = resources(path, "Microsoft.EventGrid/systemTopics").values()
+    assert topic["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+    (subscription,) = resources(path, "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
+    event_filter = subscription["properties"]["filter"]
+    assert event_filter["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert event_filter["subjectBeginsWith"].startswith("/blobServices/default/containers/${uploadsContainerName}/")
+    endpoint = subscription["properties"]["destination"]["properties"]["endpointUrl"]
+    assert "/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=" in text_of(endpoint)
+    function_name = parse(path)["parameters"]["functionName"]["default"]
+    trigger_source = (REPO_ROOT / "functions" / "blob_trigger.py").read_text(encoding="utf-8")
+    assert f"def {function_name}(" in trigger_source, "the webhook names a function that does not exist"
+    assert "EVENT_GRID" in trigger_source
+
+
+def test_role_guids_carry_their_role_names() -> None:
+    source = (MODULES / "role-assignments.bicep").read_text(encoding="utf-8")
+    declared = re.findall(rf"'({GUID})' // (.+)", source)
+    assert declared, "no role ids found"
+    for guid, name in declared:
+        assert ROLE_NAMES.get(guid) == name.strip(), f"{guid} is not {name}"
+    assert all(re.findall(rf"'{GUID}'", line) == [] for line in source.splitlines() if "//" not in line)
+
+
+def _grants(path: Path) -> set[tuple[str, str, str]]:
+    """(principal parameter, role key, scope symbol) for every role assignment in the file."""
+    grants = set()
+    for assignment in resources(path, "Microsoft.Authorization/roleAssignments").values():
+        role_id = text_of(assignment["properties"]["roleDefinitionId"])
+        role = re.search(r'"operand_1": "roles", "operand_2": "(\w+)"', role_id)
+        assert role is not None
+        assert assignment["name"]["function"]["type"] == "guid"
+        grants.add((assignment["properties"]["principalId"], role.group(1), assignment["scope"]))
+    return grants
+
+
+def test_every_data_path_has_its_role_assignment() -> None:
+    grants = _grants(MODULES / "role-assignments.bicep")
+    required = {
+        ("appPrincipalId", "storageBlobDataOwner", "storage"),  # host storage, uploads, models, reports
+        ("appPrincipalId", "storageQueueDataContributor", "storage"),  # blob trigger poison queue
+        ("appPrincipalId", "storageTableDataContributor", "storage"),  # host diagnostic events
+        ("appPrincipalId", "storageBlobDelegator", "storage"),  # user delegation SAS for uploads
+        ("appPrincipalId", "monitoringMetricsPublisher", "applicationInsights"),  # Entra-only telemetry
+        ("appPrincipalId", "azureMLDataScientist", "amlWorkspace"),  # submit retraining jobs
+        ("amlComputePrincipalId", "storageBlobDataContributor", "modelsContainer"),  # publish model versions
+        ("eventGridPrincipalId", "storageBlobDataContributor", "deadLetterContainer"),  # dead letters
+    }
+    assert required <= grants, required - grants
+    # Least privilege: nobody gets an Owner/Contributor control-plane role.
+    source = (MODULES / "role-assignments.bicep").read_text(encoding="utf-8")
+    assert "8e3af657-a8ff-443c-a75c-2fe8c4bcb635" not in source  # Owner
+    assert "b24988ac-6180-42a0-ab88-20f7382dd24c" not in source  # Contributor
+    role_params = parse(MAIN_BICEP)["modules"]["roleAssignments"]["config"]["params"]
+    assert "identity" in text_of(role_params["appPrincipalId"])

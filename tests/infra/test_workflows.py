@@ -1,0 +1,112 @@
+"""GitHub workflows, azure.yaml and .funcignore: valid, least privilege, pinned, bounded, and wired to make."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.bicep_model import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+PINNED = re.compile(r"^\s*-?\s*uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s*v\d+(\.\d+)*\s*$")
+
+
+def load(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    return document
+
+
+def triggers(workflow: dict[str, Any]) -> dict[str, Any]:
+    # YAML 1.1 reads the key `on` as the boolean True.
+    by_key: dict[Any, Any] = workflow
+    value = by_key.get("on", by_key.get(True))
+    assert isinstance(value, dict)
+    return value
+
+
+def run_lines(job: dict[str, Any]) -> str:
+    return "\n".join(str(step.get("run", "")) for step in job["steps"])
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml", "model.yml"])
+def test_workflow_is_bounded_least_privilege_and_serialised(name: str) -> None:
+    workflow = load(name)
+    assert workflow["permissions"] == {"contents": "read"}, "workflow default must be read-only"
+    assert "group" in workflow["concurrency"]
+    for job_name, job in workflow["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int) and job["timeout-minutes"] <= 90, job_name
+        assert "permissions" in job, f"{job_name} must state its permissions"
+        assert set(job["permissions"].values()) <= {"read", "write", "none"}
+        writes = {k for k, v in job["permissions"].items() if v == "write"}
+        assert writes <= {"id-token"}, f"{job_name} writes {writes}"
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_with_its_version(path: Path) -> None:
+    uses_lines = [line for line in path.read_text(encoding="utf-8").splitlines() if "uses:" in line]
+    assert uses_lines
+    for line in uses_lines:
+        assert PINNED.match(line), f"not pinned to a full SHA with a version comment: {line.strip()}"
+
+
+def test_ci_runs_the_project_test_command_and_bicep_checks() -> None:
+    workflow = load("ci.yml")
+    assert {"push", "pull_request"} <= set(triggers(workflow))
+    test_job = workflow["jobs"]["test"]
+    assert re.search(r"^bash \.ci/run$|^make test$", run_lines(test_job), re.MULTILINE)
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test" in ci_run and "make lint" in ci_run
+    uses = " ".join(step.get("uses", "") for step in test_job["steps"])
+    assert "actions/setup-python@" in uses and "actions/setup-node@" in uses
+    bicep = run_lines(workflow["jobs"]["bicep"])
+    assert "az bicep build --file infra/main.bicep" in bicep and "az bicep lint --file infra/main.bicep" in bicep
+
+
+def test_deploy_uses_oidc_what_if_then_publish_and_smoke_test() -> None:
+    workflow = load("deploy.yml")
+    jobs = workflow["jobs"]
+    for job in jobs.values():
+        assert job["permissions"].get("id-token") == "write"
+        assert any("azure/login@" in step.get("uses", "") for step in job["steps"])
+        login = next(step for step in job["steps"] if "azure/login@" in step.get("uses", ""))
+        assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}  # OIDC, no client secret
+    assert "what-if" in run_lines(jobs["what-if"])
+    deploy = run_lines(jobs["deploy"])
+    assert jobs["deploy"]["needs"] == "what-if"
+    assert "az deployment sub create" in deploy
+    assert "func azure functionapp publish" in deploy or "azd deploy" in deploy
+    assert "/api/health" in deploy and "infra/hooks/postdeploy.sh" in deploy
+
+
+def test_model_workflow_builds_with_make_and_uploads_with_entra_auth() -> None:
+    workflow = load("model.yml")
+    assert "workflow_dispatch" in triggers(workflow)
+    (job,) = workflow["jobs"].values()
+    commands = run_lines(job)
+    for target in ("make model", "make quantize", "make eval"):
+        assert target in commands
+    uploads = [line for line in commands.splitlines() if "az storage blob upload" in line]
+    assert uploads and all("--auth-mode login" in line for line in uploads)
+    assert "--container-name models" in commands
+
+
+def test_azure_yaml_deploys_the_python_function_app() -> None:
+    document = yaml.safe_load((REPO_ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    assert document["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
+    assert document["infra"]["path"] == "infra"
+    hook = document["hooks"]["postdeploy"]["posix"]["run"]
+    assert (REPO_ROOT / hook.split()[-1]).exists()
+
+
+def test_funcignore_keeps_tests_tools_and_environments_out_of_the_package() -> None:
+    entries = {line.strip() for line in (REPO_ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()}
+    for excluded in ("tests/", ".venv/", "model/", "node_modules/", "bench/", "devstack/", "docs/", ".run/"):
+        assert excluded in entries, excluded
+    for shipped in ("shared_code/", "functions/", "function_app.py", "host.json", "requirements.txt"):
+        assert shipped not in entries, shipped
