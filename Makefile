@@ -32,8 +32,8 @@ test: .venv/.installed node_modules/.installed ## Run every test (unit, function
 test-model: model/.venv/.installed ## Model tests in the torch environment (export agreement)
 	PYTHONPATH=. $(MODEL_PY) -m pytest tests/model -m model -p no:cacheprovider $(PYTEST_ARGS)
 
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
+node_modules/.installed: package.json package-lock.json .venv/.installed
+	$(PY) -c "from devstack.emulators import ensure_node_modules; ensure_node_modules()"
 	touch $@
 
 .PHONY: node-modules

@@ -1,0 +1,186 @@
+"""Azurite (Storage) and the Cosmos DB REST server as local processes with known ports, keys and endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.processes import LOOPBACK, ManagedProcess, ProcessStartError, free_port, start_background
+
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "COSMOS_EMULATOR_KEY",
+    "Azurite",
+    "CosmosServer",
+    "NodeMissing",
+    "ensure_node_modules",
+    "free_port",
+    "start_azurite",
+    "start_cosmos",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = PROJECT_ROOT / "node_modules"
+AZURITE_JS = NODE_MODULES / "azurite" / "dist" / "src" / "azurite.js"
+COSMOS_JS = NODE_MODULES / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
+INSTALL_STAMP = NODE_MODULES / ".devstack-install.sha256"
+
+# Published, well-known development credentials of the emulators; they grant nothing outside this machine.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+COSMOS_EMULATOR_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+)
+
+
+class NodeMissing(RuntimeError):
+    """Node.js or npm is not on PATH, so the emulators cannot run."""
+
+
+def _install_fingerprint() -> str:
+    """Hash of what `npm ci` installs from: the lock file and the patches applied after it."""
+    digest = hashlib.sha256((PROJECT_ROOT / "package-lock.json").read_bytes())
+    for patch in sorted((PROJECT_ROOT / "patches").glob("*.patch")):
+        digest.update(patch.name.encode())
+        digest.update(patch.read_bytes())
+    return digest.hexdigest()
+
+
+def _installed_after_inputs() -> bool:
+    """True when npm's own record of the install is newer than package.json, the lock file and the patches."""
+    hidden_lock = NODE_MODULES / ".package-lock.json"
+    if not hidden_lock.exists():
+        return False
+    inputs = [PROJECT_ROOT / "package.json", PROJECT_ROOT / "package-lock.json",
+              *(PROJECT_ROOT / "patches").glob("*.patch")]
+    return all(hidden_lock.stat().st_mtime >= path.stat().st_mtime for path in inputs)
+
+
+def ensure_node_modules() -> None:
+    """Run `npm ci` when node_modules is missing or was installed from another lock file or patch set."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise NodeMissing("node and npm are required for Azurite and the Cosmos server (install Node.js >= 20)")
+    lock_dir = PROJECT_ROOT / ".run"
+    lock_dir.mkdir(exist_ok=True)
+    # Two pytest processes or a test run beside `stack up` must not run `npm ci` over each other.
+    with (lock_dir / "npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wanted = _install_fingerprint()
+        if AZURITE_JS.exists() and COSMOS_JS.exists():
+            if not INSTALL_STAMP.exists() and _installed_after_inputs():
+                INSTALL_STAMP.write_text(wanted + "\n", encoding="ascii")  # a plain `npm ci` (make) did the install
+            if INSTALL_STAMP.exists() and INSTALL_STAMP.read_text(encoding="ascii").strip() == wanted:
+                return
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PROJECT_ROOT,
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            raise RuntimeError(f"npm ci failed with exit code {result.returncode}:\n{output}")
+        INSTALL_STAMP.write_text(wanted + "\n", encoding="ascii")
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise NodeMissing("node is not on PATH (install Node.js >= 20)")
+    return node
+
+
+@dataclass
+class Azurite(ManagedProcess):
+    """A running Azurite with blob, queue and table endpoints on loopback."""
+
+    blob_port: int = 0
+    queue_port: int = 0
+    table_port: int = 0
+
+    @property
+    def blob_endpoint(self) -> str:
+        """Blob service URL including the account path segment."""
+        return f"http://{LOOPBACK}:{self.blob_port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        """Full connection string with explicit endpoints (no reliance on default ports)."""
+        return connection_string(self.blob_port, self.queue_port, self.table_port)
+
+
+def connection_string(blob_port: int, queue_port: int, table_port: int) -> str:
+    """The Azurite connection string for the given loopback ports."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{LOOPBACK}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{LOOPBACK}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{LOOPBACK}:{table_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+@dataclass
+class CosmosServer(ManagedProcess):
+    """A running Cosmos DB REST server (HTTPS, self-signed certificate, data in memory)."""
+
+    port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        """The account endpoint for `CosmosClient` (use connection_verify=False: the certificate is self-signed)."""
+        return f"https://{LOOPBACK}:{self.port}/"
+
+    @property
+    def key(self) -> str:
+        """The emulator's well-known key; the server accepts any key."""
+        return COSMOS_EMULATOR_KEY
+
+
+def start_azurite(workdir: Path, *, blob_port: int | None = None, queue_port: int | None = None,
+                  table_port: int | None = None, timeout: float = 60.0) -> Azurite:
+    """Start Azurite with its data and log under `workdir`; ports default to free ones."""
+    ports = [blob_port or free_port(), queue_port or free_port(), table_port or free_port()]
+    data_dir = workdir / "azurite"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        _node(), str(AZURITE_JS),
+        "--blobHost", LOOPBACK, "--blobPort", str(ports[0]),
+        "--queueHost", LOOPBACK, "--queuePort", str(ports[1]),
+        "--tableHost", LOOPBACK, "--tablePort", str(ports[2]),
+        "--location", str(data_dir), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
+    ]
+    started = start_background("azurite", command, log_path=workdir / "azurite.log", cwd=workdir)
+    azurite = Azurite(name=started.name, process=started.process, log_path=started.log_path,
+                      blob_port=ports[0], queue_port=ports[1], table_port=ports[2])
+    azurite.wait_for_ports(ports, timeout)
+    return azurite
+
+
+def start_cosmos(workdir: Path, *, port: int | None = None, timeout: float = 60.0) -> CosmosServer:
+    """Start the Cosmos DB REST server (HTTPS) on loopback with its log under `workdir`."""
+    chosen = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [_node(), str(COSMOS_JS), "--host", LOOPBACK, "--port", str(chosen)]
+    started = start_background("cosmos", command, log_path=workdir / "cosmos.log", cwd=workdir)
+    cosmos = CosmosServer(name=started.name, process=started.process, log_path=started.log_path, port=chosen)
+    cosmos.wait_for_ports([chosen], timeout)
+    return cosmos
+
+
+@contextlib.contextmanager
+def running_emulators(workdir: Path) -> Iterator[tuple[Azurite, CosmosServer]]:
+    """Both emulators on free ports for the duration of a `with` block."""
+    ensure_node_modules()
+    with start_azurite(workdir) as azurite, start_cosmos(workdir) as cosmos:
+        yield azurite, cosmos
+
+
+def describe_start_error(error: ProcessStartError) -> str:
+    """A one-paragraph hint for a start failure, for command-line output."""
+    return f"{error}\nHint: is another emulator already running, or node_modules incomplete (run `npm ci`)?"

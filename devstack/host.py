@@ -1,0 +1,238 @@
+"""A local Functions host: runs the app's own `FunctionApp` object with its own metadata, like `func start`.
+
+    python -m devstack.host function_app:app --port 7071 [--settings local.settings.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import azure.functions as func
+import uvicorn
+from azure.functions.decorators.blob import BlobTrigger
+from azure.functions.decorators.http import HttpTrigger
+from azure.functions.decorators.timer import TimerTrigger
+
+from devstack.blob_trigger import BlobTriggerListener, BlobTriggerOptions
+from devstack.http_dispatch import HttpDispatcher, HttpRoute, compile_route
+from devstack.invocation import IndexedFunction, Invoker, index_app
+from devstack.local_settings import apply_values, read_host_json, read_values
+from devstack.processes import LOOPBACK, port_is_free
+from devstack.timer_trigger import TimerSchedule
+
+logger = logging.getLogger("devstack.host")
+
+
+class HostStartError(RuntimeError):
+    """The host cannot start: app not importable, port busy."""
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """Command-line options of the host."""
+
+    app: str
+    port: int = 7071
+    settings: Path = Path("local.settings.json")
+    host_json: Path = Path("host.json")
+    host_id: str = ""
+    blob: BlobTriggerOptions = field(default_factory=lambda: BlobTriggerOptions(host_id="devstack"))
+    shutdown_grace_seconds: float = 10.0
+
+
+def load_app(spec: str) -> func.FunctionRegister:
+    """Import `module:attribute` and return the FunctionApp object it names."""
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, func.FunctionRegister):
+        raise HostStartError(f"{spec} is not an azure.functions FunctionApp (got {type(app).__name__})")
+    return app
+
+
+def default_host_id(app_spec: str) -> str:
+    """A stable host id per app, which keys the blob receipts (Functions derives its own per app)."""
+    return ("devstack-" + re.sub(r"[^a-z0-9]+", "-", app_spec.lower())).strip("-")[:32]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the host owns SIGTERM/SIGINT to stop triggers first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class FunctionHost:
+    """HTTP, blob and timer triggers of one app in one process and one event loop."""
+
+    def __init__(self, app: func.FunctionRegister, options: HostOptions) -> None:
+        self.app = app
+        self.options = options
+        self.invoker = Invoker(function_directory=str(Path.cwd()))
+        self.routes: list[HttpRoute] = []
+        self.blob_listeners: list[BlobTriggerListener] = []
+        self.timers: list[TimerSchedule] = []
+        self._stop = asyncio.Event()
+
+    def index(self) -> None:
+        """Read the app's functions once and prepare a listener for each trigger this host emulates."""
+        for function in index_app(self.app):
+            try:
+                self._add(function)
+            except Exception as exc:
+                # Core Tools reports a broken function and runs the others; so does this host.
+                logger.error("The '%s' function is in error: %s", function.name, exc)
+
+    def _add(self, function: IndexedFunction) -> None:
+        unsupported = function.other_bindings()
+        if unsupported:
+            names = ", ".join(sorted({b.get_binding_name() for b in unsupported}))
+            raise ValueError(f"bindings not emulated by devstack.host: {names}")
+        trigger = function.trigger
+        if isinstance(trigger, HttpTrigger):
+            self.routes.append(compile_route(function))
+        elif isinstance(trigger, BlobTrigger):
+            self.blob_listeners.append(BlobTriggerListener(function, self.invoker, self.options.blob))
+        elif isinstance(trigger, TimerTrigger):
+            self.timers.append(TimerSchedule(function, self.invoker))
+        else:
+            raise ValueError(f"trigger '{trigger.get_binding_name()}' is not emulated by devstack.host")
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop triggers, drain invocations and notify the ASGI app."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        prefix = read_host_json(self.options.host_json).route_prefix
+        self.index()
+        self._log_functions(prefix)
+        if not port_is_free(self.options.port):
+            raise HostStartError(f"port {self.options.port} on {LOOPBACK} is already in use (another host running?)")
+        dispatcher = HttpDispatcher(self.routes, prefix, self.invoker)
+        server = _Server(uvicorn.Config(dispatcher, host=LOOPBACK, port=self.options.port, log_level="warning",
+                                        lifespan="on", access_log=False))
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if serving.done():
+            serving.result()
+            raise HostStartError(f"the HTTP server on port {self.options.port} stopped during start-up")
+        for listener in self.blob_listeners:
+            await listener.start()
+        for timer in self.timers:
+            timer.start()
+        logger.info("Host started: %d functions, http://%s:%d/%s", len(self.routes) + len(self.blob_listeners)
+                    + len(self.timers), LOOPBACK, self.options.port, prefix)
+        await self._stop.wait()
+        await self._shutdown(server, serving)
+
+    async def _shutdown(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+        logger.info("Stopping host: no new triggers, draining invocations (up to %.0f s)",
+                    self.options.shutdown_grace_seconds)
+        grace = self.options.shutdown_grace_seconds
+        await asyncio.gather(*(listener.stop(grace) for listener in self.blob_listeners),
+                             *(timer.stop() for timer in self.timers))
+        server.should_exit = True
+        await serving
+        drained = await self.invoker.drain(grace)
+        if isinstance(self.app, func.AsgiFunctionApp) and self.app.startup_task_done:
+            await self.app.middleware.notify_shutdown()  # type: ignore[no-untyped-call]
+            self.app.startup_task_done = False  # its __del__ would notify a second time
+        self.invoker.shutdown()
+        if not drained:
+            logger.warning("%d invocations still running after %.0f s; abandoning them", self.invoker.in_flight, grace)
+        logger.info("Host stopped")
+
+    def _log_functions(self, prefix: str) -> None:
+        logger.info("Functions:")
+        base = f"http://{LOOPBACK}:{self.options.port}/{prefix}".rstrip("/")
+        for route in self.routes:
+            methods = ",".join(sorted(route.methods)) if route.methods else "ALL"
+            logger.info("        %s: [%s] %s/%s", route.function.name, methods, base, route.template)
+        for listener in self.blob_listeners:
+            logger.info("        %s: blobTrigger", listener.function.name)
+        for timer in self.timers:
+            logger.info("        %s: timerTrigger", timer.function.name)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
+    """Options from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.host", description=__doc__.splitlines()[0])
+    parser.add_argument("app", help="the FunctionApp as module:attribute, e.g. function_app:app")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--settings", type=Path, default=Path("local.settings.json"),
+                        help="local.settings.json whose Values are exported (existing environment wins)")
+    parser.add_argument("--host-json", type=Path, default=Path("host.json"))
+    parser.add_argument("--host-id", default="", help="keys the blob receipts; default derived from the app")
+    parser.add_argument("--blob-poll-seconds", type=float, default=1.0)
+    parser.add_argument("--blob-max-attempts", type=int, default=None,
+                        help="attempts before a blob is poison; default host.json poisonBlobThreshold, else 5")
+    parser.add_argument("--blob-workers", type=int, default=None,
+                        help="blobs processed at once; default host.json maxDegreeOfParallelism, else 2")
+    parser.add_argument("--blob-retry-seconds", type=float, default=1.0, help="first retry delay; doubles per attempt")
+    parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    host_id = args.host_id or default_host_id(args.app)
+    host_json = read_host_json(args.host_json)
+    return HostOptions(
+        app=args.app, port=args.port, settings=args.settings, host_json=args.host_json, host_id=host_id,
+        blob=BlobTriggerOptions(host_id=host_id, poll_seconds=args.blob_poll_seconds,
+                                max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
+                                workers=args.blob_workers or host_json.blob_workers or 2,
+                                retry_base_seconds=args.blob_retry_seconds),
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+    )
+
+
+def configure_logging() -> None:
+    """Core Tools-like log lines on stderr; the Azure SDK's per-request INFO lines are muted."""
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s.%(msecs)03dZ] %(levelname)s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    # The local Cosmos server's certificate is self-signed by design; urllib3 would warn on every request.
+    warnings.filterwarnings("ignore", message=r"Unverified HTTPS request is being made to host '127\.0\.0\.1'")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: load settings, import the app, serve until a signal."""
+    configure_logging()
+    options = parse_args(argv)
+    applied = apply_values(read_values(options.settings))
+    # Core Tools marks the local environment the same way.
+    os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
+    logger.info("Loaded %d settings from %s", len(applied), options.settings)
+    try:
+        app = load_app(options.app)
+        host = FunctionHost(app, options)
+        asyncio.run(host.run())
+    except HostStartError as exc:
+        logger.error("%s", exc)
+        return 1
+    if host.invoker.in_flight:
+        # Sync invocations still running in threads would block interpreter exit; their blobs are redelivered.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The local Functions host runs a real FunctionApp: HTTP via ASGI, blob triggers on Azurite, timers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from devstack.blob_trigger import BlobPathPattern, ReceiptStore
+from devstack.emulators import Azurite
+from devstack.host import default_host_id
+from devstack.processes import ManagedProcess, free_port, start_background
+from devstack.timer_trigger import latest_occurrence, next_occurrence
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TOY_APP = "tests.devstack.toy_function_app:app"
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class ToyHost:
+    """A host process running the toy app, with its container and event log."""
+
+    process: ManagedProcess
+    port: int
+    container: ContainerClient
+    events_path: Path
+    env: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text().splitlines()
+        return [event for event in map(json.loads, lines) if event["event"] == kind]
+
+
+def upload(container: ContainerClient, name: str, data: bytes) -> str:
+    """Upload (or overwrite) a blob and return its bare ETag."""
+    result = container.get_blob_client(name).upload_blob(data, overwrite=True)
+    return str(result["etag"]).strip('"')
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, host: ToyHost | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    tail = host.process.log_tail(60) if host else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+def toy_environment(azurite: Azurite, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ, "PYTHONPATH": str(PROJECT_ROOT),
+        "TOY_STORAGE": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+        "TOY_CONTAINER": f"up{uuid.uuid4().hex[:12]}", "TOY_EVENTS": str(tmp_path / "events.jsonl"),
+        "TOY_SCHEDULE": "0 0 0 1 1 *", "TOY_SLOW_MARKER": str(tmp_path / "slow.marker"),
+    }
+
+
+def start_toy_host(env: dict[str, str], tmp_path: Path, container: ContainerClient, *, log_name: str) -> ToyHost:
+    settings = tmp_path / "local.settings.json"
+    # The environment wins over local.settings.json, as with Core Tools: TOY_CONTAINER must not change.
+    settings.write_text(json.dumps({"IsEncrypted": False,
+                                    "Values": {"TOY_GREETING": "from-settings", "TOY_CONTAINER": "ignored"}}))
+    port = free_port()
+    command = [sys.executable, "-m", "devstack.host", TOY_APP, "--port", str(port), "--settings", str(settings),
+               "--blob-poll-seconds", "0.2", "--blob-retry-seconds", "0.05", "--blob-max-attempts", str(MAX_ATTEMPTS),
+               "--shutdown-grace-seconds", "3"]
+    process = start_background("host", command, log_path=tmp_path / log_name, cwd=PROJECT_ROOT, env=env)
+    host = ToyHost(process, port, container, Path(env["TOY_EVENTS"]), env)
+    wait_until(lambda: "Host started" in process.log_path.read_text(), 60, "the host to start", host)
+    return host
+
+
+@pytest.fixture(scope="module")
+def toy_host(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToyHost]:
+    tmp_path = tmp_path_factory.mktemp("toy-host")
+    env = toy_environment(azurite, tmp_path)
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
+        env["TOY_CONTAINER"])
+    host = start_toy_host(env, tmp_path, container, log_name="host.log")
+    yield host
+    host.process.stop()
+
+
+def test_http_reaches_the_asgi_app_with_the_full_api_path(toy_host: ToyHost) -> None:
+    response = httpx.get(f"{toy_host.base_url}/api/toy/echo/hello", params={"x": "1"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["path"] == "/api/toy/echo/hello"
+    assert body["query"] == {"x": "1"}
+    assert body["greeting"] == "from-settings"  # loaded from local.settings.json
+    assert body["container"] == toy_host.env["TOY_CONTAINER"]  # the environment was not overridden
+    posted = httpx.post(f"{toy_host.base_url}/api/toy/length", content=b"x" * 5000)
+    assert posted.json() == {"length": 5000}
+    assert httpx.get(f"{toy_host.base_url}/api/health").json() == {"status": "ok"}
+
+
+def test_plain_http_function_wins_over_the_catch_all_and_unknown_paths_are_404(toy_host: ToyHost) -> None:
+    response = httpx.get(f"{toy_host.base_url}/api/plain/42", params={"q": "z"})
+    assert response.status_code == 201
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"item": "42", "url": f"{toy_host.base_url}/api/plain/42?q=z", "q": "z"}
+    assert httpx.get(f"{toy_host.base_url}/not-under-api").status_code == 404
+    # POST is not among the plain function's methods, so the ASGI catch-all receives it (FastAPI: 404).
+    assert httpx.post(f"{toy_host.base_url}/api/plain/42").status_code in (404, 405)
+
+
+def test_timer_with_run_on_startup_fires_once(toy_host: ToyHost) -> None:
+    wait_until(lambda: bool(toy_host.events("timer")), 20, "the startup timer run", toy_host)
+    time.sleep(0.5)
+    assert toy_host.events("timer") == [{"event": "timer", "past_due": False}]
+
+
+def test_blob_triggers_once_per_version_with_path_parameters(toy_host: ToyHost) -> None:
+    first = upload(toy_host.container, "alice/a.txt", b"version one")
+    upload(toy_host.container, "not-matching.txt", b"no user segment")
+    wait_until(lambda: len(toy_host.events("blob")) >= 1, 20, "the first blob delivery", toy_host)
+    second = upload(toy_host.container, "alice/a.txt", b"version two")
+    wait_until(lambda: len(toy_host.events("blob")) >= 2, 20, "the second version's delivery", toy_host)
+    time.sleep(1.5)  # several more polls: nothing may be delivered again
+    events = [e for e in toy_host.events("blob") if e["blob"].endswith("/alice/a.txt")]
+    assert [e["etag"] for e in events] == [first, second]
+    assert [e["head"] for e in events] == ["version ", "version "]
+    assert {(e["user"], e["name"], e["blob"]) for e in events} == {
+        ("alice", "a.txt", f"{toy_host.env['TOY_CONTAINER']}/alice/a.txt")}
+    assert len(toy_host.events("blob")) == 2  # the blob outside the pattern was ignored
+
+
+def test_failing_blob_is_retried_then_poisoned(toy_host: ToyHost) -> None:
+    etag = upload(toy_host.container, "bob/bad.txt", b"fail always")
+    receipts = ReceiptStore(BlobServiceClient.from_connection_string(toy_host.env["AzureWebJobsStorage"]),
+                            default_host_id(TOY_APP), "on_upload", toy_host.env["TOY_CONTAINER"])
+    wait_until(lambda: receipts.read("bob/bad.txt", etag) is not None, 30, "the poison receipt", toy_host)
+    time.sleep(0.5)
+    attempts = [e for e in toy_host.events("blob") if e["name"] == "bad.txt"]
+    assert [e["retry"] for e in attempts] == list(range(MAX_ATTEMPTS))
+    receipt = receipts.read("bob/bad.txt", etag)
+    assert receipt is not None and receipt["status"] == "poison" and "toy failure" in receipt["error"]
+    assert "poison" in toy_host.process.log_path.read_text()
+
+
+def test_restarted_host_redelivers_in_flight_blobs_only(azurite: Azurite, tmp_path: Path) -> None:
+    env = toy_environment(azurite, tmp_path)
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
+        env["TOY_CONTAINER"])
+    first = start_toy_host(env, tmp_path, container, log_name="first.log")
+    upload(container, "carol/done.txt", b"quick")
+    wait_until(lambda: "Executed 'Functions.on_upload' (Succeeded" in first.process.log_path.read_text(), 20,
+               "the quick blob to complete", first)
+    upload(container, "carol/slow.txt", b"slow")
+    wait_until(lambda: Path(env["TOY_SLOW_MARKER"]).exists(), 20, "the slow blob to start", first)
+    os.killpg(first.process.pid, signal.SIGKILL)  # a crash in the middle of the invocation
+    first.process.process.wait(10)
+
+    second = start_toy_host(env, tmp_path, container, log_name="second.log")
+    try:
+        wait_until(lambda: len([e for e in second.events("blob") if e["name"] == "slow.txt"]) == 2, 20,
+                   "the in-flight blob to be delivered again", second)
+        time.sleep(1.0)
+        names = sorted(e["name"] for e in second.events("blob"))
+        assert names == ["done.txt", "slow.txt", "slow.txt"]  # the completed blob was not delivered again
+        second.process.process.send_signal(signal.SIGTERM)
+        assert second.process.process.wait(20) == 0
+        assert "Host stopped" in second.process.log_path.read_text()
+    finally:
+        second.process.stop()
+
+
+def test_blob_path_pattern_binds_parameters() -> None:
+    pattern = BlobPathPattern.parse("uploads/{user}/{name}")
+    assert pattern.container == "uploads"
+    assert pattern.match("u1/photo.jpg") == {"user": "u1", "name": "photo.jpg"}
+    assert pattern.match("u1/nested/photo.jpg") == {"user": "u1", "name": "nested/photo.jpg"}
+    assert pattern.match("photo.jpg") is None
+
+
+def test_ncrontab_has_seconds_first() -> None:
+    start = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert next_occurrence("*/15 * * * * *", start) == datetime(2026, 1, 1, 0, 0, 15, tzinfo=UTC)
+    assert next_occurrence("0 30 9 * * Mon-Fri", start) == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)  # a Thursday
+    assert next_occurrence("0 0 * * * *", start) == datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    # A run that overran collapses the missed occurrences into the latest one.
+    assert latest_occurrence("*/15 * * * * *", start.replace(second=20)) == start.replace(second=15)
+    assert latest_occurrence("*/15 * * * * *", start.replace(second=15)) == start.replace(second=15)
