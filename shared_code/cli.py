@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from shared_code.blob_store import ALLOWED_EXTENSIONS
 from shared_code.classifier import load_classifier

@@ -1,7 +1,7 @@
 """Model input preparation, driven only by the model card. The one implementation of preprocessing.
 
-Geometry follows the torchvision/ImageNet convention the cards describe: resize the shorter side to
-`resize_size` (longer side `int(resize * long / short)`), then centre-crop `crop_size` at
+Geometry follows the ImageNet convention the cards describe: resize the shorter side to `resize_size`
+(longer side `round(resize * long / short)`, as the reference evaluation does), then centre-crop `crop_size` at
 `int(round((side - crop) / 2))`. Pillow's `resize(box=...)` resamples only the cropped region with the
 filter taps of the full resize (its kernels are clipped to the whole image, not the box), so the result
 equals resize-then-crop while touching ~half the pixels and skipping one intermediate image.
@@ -26,9 +26,9 @@ _RESAMPLE = {
 def crop_box(width: int, height: int, resize_size: int, crop_size: int) -> tuple[float, float, float, float]:
     """Source-pixel box that maps onto the centre crop of the resized image."""
     if width <= height:
-        new_w, new_h = resize_size, int(resize_size * height / width)
+        new_w, new_h = resize_size, round(resize_size * height / width)
     else:
-        new_w, new_h = int(resize_size * width / height), resize_size
+        new_w, new_h = round(resize_size * width / height), resize_size
     left = round((new_w - crop_size) / 2.0)
     top = round((new_h - crop_size) / 2.0)
     sx, sy = width / new_w, height / new_h

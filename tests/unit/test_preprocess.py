@@ -24,7 +24,10 @@ def card(**overrides: object) -> ModelCard:
 
 def textbook(image: Image.Image, resize: int, crop: int) -> Image.Image:
     width, height = image.size
-    new_w, new_h = (resize, int(resize * height / width)) if width <= height else (int(resize * width / height), resize)
+    if width <= height:
+        new_w, new_h = resize, round(resize * height / width)
+    else:
+        new_w, new_h = round(resize * width / height), resize
     resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = round((new_w - crop) / 2.0), round((new_h - crop) / 2.0)
     return resized.crop((left, top, left + crop, top + crop))

@@ -1,0 +1,1 @@
+"""The offline model world: export, card, quantize and evaluate ONNX classifiers for the app."""
