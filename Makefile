@@ -44,6 +44,9 @@ MODEL ?=
 up: .venv/.installed node_modules/.installed ## Start the local stack; API at http://127.0.0.1:7071/api [MODEL=card|onnx]
 	@if [ -z "$(MODEL)" ] && [ ! -f model/artifacts/current.card.json ]; then $(MAKE) model; fi
 	$(PY) -m devstack.stack up $(if $(MODEL),--model $(MODEL))
+	@echo 'Next:  TOKEN=$$(make -s token USER=alice | tail -1)'
+	@echo '       curl -H "Authorization: Bearer $$TOKEN" -F file=@photo.jpg "http://127.0.0.1:7071/api/classify?top_k=3"'
+	@echo '       (API docs: http://127.0.0.1:7071/api/docs;  stop with: make down)'
 
 .PHONY: down
 down: ## Stop exactly what `make up` started

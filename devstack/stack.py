@@ -201,6 +201,15 @@ def _alive(state: dict[str, Any]) -> dict[str, bool]:
     return {name: is_running(record["pid"], record.get("start_time")) for name, record in state["processes"].items()}
 
 
+def served_card(model: Path) -> Path:
+    """The card to serve: a bare ImageNet-style ONNX gets the standard card written for it first."""
+    if model.suffix != ".onnx":
+        return model.resolve()
+    from model.card import ensure_card  # noqa: PLC0415 - model tooling, needed only for a bare ONNX
+
+    return ensure_card(model).resolve()
+
+
 def up(layout: StackLayout, *, app: str, ports: StackPorts, model: Path | None = None,
        timeout: float = 120.0) -> dict[str, Any]:
     """Start Azurite, Cosmos and the host in the background, provision storage, wait for /api/health."""
@@ -233,7 +242,7 @@ def up(layout: StackLayout, *, app: str, ports: StackPorts, model: Path | None =
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(layout.root), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         if model is not None:
-            env["MODEL_PATH"] = str(model.resolve())
+            env["MODEL_PATH"] = str(served_card(model))
         host = start_background(
             "host", [sys.executable, "-m", "devstack.host", app, "--port", str(ports.api),
                      "--settings", str(layout.settings), "--host-json", str(layout.root / "host.json")],
