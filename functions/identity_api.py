@@ -110,7 +110,7 @@ AccountDep = Annotated[AccountService, Depends(account_service)]
 router = APIRouter(prefix="/api", tags=["identity"])
 
 
-@router.post("/token", responses=error_responses(401, 403, 422, 429, 503))
+@router.post("/token", responses=error_responses(400, 401, 403, 422, 429, 503))
 async def exchange_api_key(body: TokenRequest, settings: SettingsDep) -> TokenPublic:
     """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
     if settings.AUTH_MODE != "local":

@@ -47,6 +47,13 @@ class ImageTooLarge(ImageRejected):
     code = "image_too_large"
 
 
+class DecodeTooSlow(ImageRejected):
+    """Decoding took longer than DECODE_TIMEOUT_S (measured afterwards: Pillow cannot be interrupted)."""
+
+    status_code = 422
+    code = "decode_timeout"
+
+
 class ModelUnavailable(ServiceError):
     status_code = 503
     code = "model_unavailable"

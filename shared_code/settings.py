@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     COSMOS_DATABASE: str = "imgclass"
     COSMOS_RESULTS_CONTAINER: str = "results"
     COSMOS_VERIFY_TLS: bool = True
+    COSMOS_KEYS_CONTAINER: str = Field(default="keys", description="API keys (hashed), partitioned by /userId.")
 
     # --- identity ----------------------------------------------------------------------------------------
     AUTH_MODE: Literal["local", "entra"] = "local"
@@ -58,12 +59,16 @@ class Settings(BaseSettings):
     AUTH_SIGNING_KEY: str = Field(default="", description="HS256 secret for locally issued tokens (local mode).")
     AUTH_TOKEN_MINUTES: int = Field(default=60, ge=1, le=24 * 60)
     AZURE_CLIENT_ID: str = Field(default="", description="Client id of the user-assigned managed identity.")
+    API_KEY_TOKEN_MINUTES: int = Field(default=15, ge=1, le=60, description="Lifetime of tokens from POST /api/token.")
 
     # --- limits ------------------------------------------------------------------------------------------
     MAX_UPLOAD_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
     MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
     MAX_IMAGES_PER_REQUEST: int = Field(default=16, ge=1)
     BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
+    RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
+    RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
+    DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
 
     # --- telemetry ---------------------------------------------------------------------------------------
     APPLICATIONINSIGHTS_CONNECTION_STRING: str = ""
