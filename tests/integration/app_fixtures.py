@@ -78,4 +78,4 @@ def app_functions(app_settings: dict[str, str]) -> dict[str, Any]:
     """The real function_app's functions by name (`get_functions()` may run only once per process)."""
     import function_app  # noqa: PLC0415 - imported after the settings are in the environment
 
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}

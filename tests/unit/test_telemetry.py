@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -214,8 +215,10 @@ def test_recording_without_any_provider_is_a_silent_no_op() -> None:
             pass
         print("ok")
     """)
+    # An empty APPLICATIONINSIGHTS_* variable left by other tests would override the argument in the exporter.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("APPLICATIONINSIGHTS_")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
-                          cwd=REPO_ROOT)
+                          cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
@@ -237,7 +240,9 @@ def test_connection_string_configures_azure_monitor_once() -> None:
         assert trace.get_tracer_provider() is provider
         print("configured")
     """)
+    # An empty APPLICATIONINSIGHTS_* variable left by other tests would override the argument in the exporter.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("APPLICATIONINSIGHTS_")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
-                          cwd=REPO_ROOT)
+                          cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "configured"
