@@ -59,3 +59,23 @@ token: .venv/.installed ## Print a development bearer token for USER=<id> (last 
 .PHONY: classify
 classify: .venv/.installed ## Classify files from the terminal: make classify FILES="a.jpg dir/"
 	$(PY) -m shared_code.cli classify $(FILES)
+
+BENCH_FP32 ?= model/artifacts/resnet50/1/model.card.json
+BENCH_INT8 ?= model/artifacts/resnet50/1-int8/model.card.json
+BENCH_REAL ?= model/artifacts/efficientnet_lite0/1/model.card.json
+BENCH_REAL_INT8 ?= model/artifacts/efficientnet_lite0/1-int8/model.card.json
+SHARED_PHOTOS ?= ../shared/imagenet-sample
+
+$(BENCH_FP32): | model/.venv/.installed
+	$(MODEL_PY) -m model.export --arch resnet50 --weights random --out model/artifacts --version 1
+
+$(BENCH_REAL): | model/.venv/.installed
+	$(MODEL_PY) -m model.export --arch efficientnet_lite0 --weights auto --out model/artifacts --version 1
+
+%/1-int8/model.card.json: %/1/model.card.json | .venv/.installed
+	$(PY) -m model.quantize $< --calib $(SHARED_PHOTOS) --n 100
+
+.PHONY: bench
+bench: model/.venv/.installed $(BENCH_FP32) $(BENCH_INT8) $(BENCH_REAL) $(BENCH_REAL_INT8) ## Core benchmark -> bench/results.json + bench/results.png
+	PYTHONPATH=. $(MODEL_PY) -m bench.core --fp32 $(BENCH_FP32) --int8 $(BENCH_INT8) \
+		--real-fp32 $(BENCH_REAL) --real-int8 $(BENCH_REAL_INT8) --photos $(SHARED_PHOTOS) --out bench/results.json
