@@ -5,6 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions.blob_trigger import blueprint as blob_blueprint
+from functions.drift_timer import blueprint as drift_blueprint
 from functions.http_api import create_api
 from functions.telemetry_setup import configure_from_settings
 
@@ -12,3 +13,4 @@ configure_from_settings()
 # Auth is enforced by the API itself (bearer JWT), so the Functions key layer is off.
 app = func.AsgiFunctionApp(app=create_api(), http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(blob_blueprint)
+app.register_functions(drift_blueprint)

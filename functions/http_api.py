@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from functions.drift_api import drift_router
 from functions.errors import install_error_handlers
+from functions.feedback_api import feedback_router
 from functions.identity_api import router as identity_router
 from shared_code.auth import Principal
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -203,4 +205,6 @@ def create_api() -> FastAPI:
     install_error_handlers(api)
     api.include_router(router)
     api.include_router(identity_router)
+    api.include_router(drift_router)
+    api.include_router(feedback_router)
     return api

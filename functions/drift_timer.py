@@ -1,0 +1,43 @@
+"""Timer trigger: compare the last complete window of results with the served model's reference profile."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+
+from functions.dependencies import get_service
+from functions.drift_api import drift_dependencies, run_owner
+from shared_code.drift import DriftRun, run_drift_window
+from shared_code.drift_window import parse_timestamp, windows_to_run
+from shared_code.settings import get_settings
+
+logger = logging.getLogger(__name__)
+blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+def run_due_windows(*, past_due: bool, last_run: str | None, now: datetime | None = None) -> list[DriftRun]:
+    """Run the last complete window, and after a missed schedule every window since the last run."""
+    settings = get_settings()
+    moment = now or datetime.now(UTC)
+    missed_since = parse_timestamp(last_run) if past_due else None
+    if past_due:
+        # a late firing still runs the window it was meant for, plus any others it missed (claims dedupe)
+        logger.warning("drift timer is past due (last run %s); catching up", last_run or "unknown")
+        if missed_since is None:
+            missed_since = moment - timedelta(hours=2 * settings.DRIFT_WINDOW_HOURS)
+    deps = drift_dependencies(settings, get_service())
+    owner = f"timer:{run_owner()}"
+    return [run_drift_window(window, deps, owner=owner, now=moment)
+            for window in windows_to_run(moment, settings.DRIFT_WINDOW_HOURS, missed_since=missed_since)]
+
+
+@blueprint.timer_trigger(schedule="%DRIFT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def drift_check(timer: func.TimerRequest) -> None:
+    """Every DRIFT_SCHEDULE tick: one drift run per complete window, however many instances fire."""
+    # schedule_status is on the concrete TimerRequest, not its abstract base; Last = the previous run
+    status = getattr(timer, "schedule_status", None) or {}
+    runs = run_due_windows(past_due=timer.past_due, last_run=status.get("Last"))
+    for run in runs:
+        logger.info("drift window %s: %s %s", run.window.id, run.status, run.reason)

@@ -1,0 +1,23 @@
+# Drift monitoring: reference profiles, the shifted-data check, and one window run against the local stores.
+DATA ?=
+WINDOW ?=
+DRIFT_MODEL = $(or $(MODEL),model/artifacts/current.card.json)
+
+.PHONY: drift-check
+drift-check: .venv/.installed ## Shifted-data drift check: make drift-check DATA=<folder> [MODEL=card|onnx]; last line JSON
+	@test -n "$(DATA)" || { echo "usage: make drift-check DATA=<folder with labels.csv or class subfolders> [MODEL=...]"; exit 2; }
+	$(PY) -m tools.drift_check check --data "$(DATA)" --model "$(DRIFT_MODEL)"
+
+.PHONY: drift-profile
+drift-profile: .venv/.installed ## Write the model's reference profile: make drift-profile DATA=<folder> [MODEL=card|onnx]
+	@test -n "$(DATA)" || { echo "usage: make drift-profile DATA=<labelled folder> [MODEL=...]"; exit 2; }
+	$(PY) -m tools.drift_check profile --data "$(DATA)" --model "$(DRIFT_MODEL)"
+
+.PHONY: drift-window
+drift-window: .venv/.installed ## Run one drift window on the local stack now: make drift-window [WINDOW=2026-11-23T00:00Z/PT24H]
+	$(PY) -m tools.drift_check window $(if $(WINDOW),--window "$(WINDOW)")
+
+.PHONY: test-drift
+test-drift: .venv/.installed ## Drift tests: unit, emulator integration, and the real-photo check (skips without ../shared)
+	$(PY) -m pytest tests/unit/test_drift.py tests/unit/test_drift_stats.py tests/unit/test_drift_window.py \
+	  tests/integration/test_drift_flow.py tests/shared/test_drift_real.py -q -p no:cacheprovider $(PYTEST_ARGS)

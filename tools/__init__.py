@@ -1,0 +1,1 @@
+"""Command-line chores that run in the app environment."""
