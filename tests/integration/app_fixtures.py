@@ -44,6 +44,11 @@ def app_settings(azurite: Any, cosmos: Any, tmp_path_factory: pytest.TempPathFac
         if not blobs.get_container_client(container).exists():
             blobs.create_container(container)
     yield values
+    restore_environment(saved)
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    """Put back environment variables saved before a test changed them, and forget cached settings."""
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)

@@ -18,7 +18,7 @@ from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
 from shared_code.results_store import cosmos_client
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import bearer, blob_service
+from tests.integration.app_fixtures import bearer, blob_service, restore_environment
 
 pytestmark = pytest.mark.integration
 
@@ -55,12 +55,7 @@ def configured_api(app_settings: dict[str, str]) -> Iterator[Callable[..., None]
         dependencies.reset()
 
     yield apply
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    dependencies.reset()
+    restore_environment(saved)
 
 
 def test_a_key_is_shown_once_and_exchanged_for_a_short_lived_token(api: TestClient) -> None:
