@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared_code.auth import ALL_SCOPES, Principal
 from shared_code.blob_store import safe_user_id
-from shared_code.errors import BadRequest, Forbidden, NotFound, TransientError, Unauthorized
-from shared_code.results_store import cosmos_client, ensure_container, utc_now
+from shared_code.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from shared_code.results_store import cosmos_client, ensure_container, read_or_none, translate_cosmos_error, utc_now
 from shared_code.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ REVOCATION_CACHE_S = 30.0
 LAST_USED_WRITE_S = 300.0  # last-use time is written at most this often per key
 _STATUS_CACHE_SIZE = 10_000
 _KEY = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{2,256}})_([0-9a-f]{{16}})_([0-9a-f]{{64}})$")
-_TRANSIENT_STATUS = frozenset({408, 429, 449, 500, 502, 503, 504})
 
 
 class ApiKeyRecord(BaseModel):
@@ -108,11 +107,6 @@ def grantable_scopes(caller: Principal, requested: Iterable[str] | None) -> list
     return [scope for scope in ALL_SCOPES if scope in wanted]
 
 
-def _translate(exc: CosmosHttpResponseError) -> Exception:
-    if exc.status_code in _TRANSIENT_STATUS:
-        return TransientError(f"Cosmos DB is temporarily unavailable ({exc.status_code})")
-    return exc
-
 
 class KeyStore:
     """API keys of one Cosmos container partitioned by /userId, with a per-instance revocation cache."""
@@ -135,7 +129,7 @@ class KeyStore:
         try:
             self.container.create_item(record.to_cosmos())
         except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
         self._remember(user_id, key_id, active=True)
         return record, format_key(user_id, key_id, secret)
 
@@ -149,7 +143,7 @@ class KeyStore:
         except CosmosResourceNotFoundError:
             return []
         except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
         records = [ApiKeyRecord.model_validate(item) for item in items if item.get("type") == "apiKey"]
         return sorted(records, key=lambda record: record.created_at)
 
@@ -160,7 +154,7 @@ class KeyStore:
         except CosmosResourceNotFoundError as exc:
             raise NotFound(f"no API key {key_id!r}") from exc
         except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
         finally:
             self._remember(user_id, key_id, active=False)
 
@@ -198,13 +192,8 @@ class KeyStore:
         return active
 
     def _read(self, user_id: str, key_id: str) -> ApiKeyRecord | None:
-        try:
-            item = self.container.read_item(key_id, partition_key=user_id)
-        except CosmosResourceNotFoundError:
-            return None
-        except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
-        return ApiKeyRecord.model_validate(item) if item.get("type") == "apiKey" else None
+        item = read_or_none(self.container, key_id, user_id)
+        return ApiKeyRecord.model_validate(item) if item is not None and item.get("type") == "apiKey" else None
 
     def _remember(self, user_id: str, key_id: str, *, active: bool) -> None:
         with self._lock:

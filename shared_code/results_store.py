@@ -87,7 +87,18 @@ def ensure_container(client: CosmosClient, database: str, container: str) -> Con
     return db.create_container_if_not_exists(container, partition_key=PartitionKey(path=PARTITION_KEY_PATH))
 
 
-def _translate(exc: CosmosHttpResponseError) -> Exception:
+def read_or_none(container: ContainerProxy, item_id: str, partition_key: str) -> dict[str, Any] | None:
+    """A point read that returns None for a missing item and a TransientError for throttling/outages."""
+    try:
+        item: dict[str, Any] = container.read_item(item_id, partition_key=partition_key)
+    except CosmosResourceNotFoundError:
+        return None
+    except CosmosHttpResponseError as exc:
+        raise translate_cosmos_error(exc) from exc
+    return item
+
+
+def translate_cosmos_error(exc: CosmosHttpResponseError) -> Exception:
     if exc.status_code in _TRANSIENT_STATUS:
         return TransientError(f"Cosmos DB is temporarily unavailable ({exc.status_code})")
     return exc
@@ -104,17 +115,12 @@ class ResultsStore:
         try:
             self.container.upsert_item(document.to_cosmos())
         except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
         return document
 
     def find(self, user_id: str, result_id: str) -> ResultDocument | None:
-        try:
-            item = self.container.read_item(result_id, partition_key=user_id)
-        except CosmosResourceNotFoundError:
-            return None
-        except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
-        return ResultDocument.model_validate(item)
+        item = read_or_none(self.container, result_id, user_id)
+        return None if item is None else ResultDocument.model_validate(item)
 
     def get(self, user_id: str, result_id: str) -> ResultDocument:
         document = self.find(user_id, result_id)
@@ -128,7 +134,7 @@ class ResultsStore:
         except CosmosResourceNotFoundError as exc:
             raise NotFound(f"no result {result_id!r}") from exc
         except CosmosHttpResponseError as exc:
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
 
     def list_page(self, user_id: str, *, label: str | None = None, page_size: int = 20,
                   continuation: str | None = None) -> tuple[list[ResultDocument], str | None]:
@@ -149,7 +155,7 @@ class ResultsStore:
         except CosmosHttpResponseError as exc:
             if exc.status_code == 400:
                 raise BadRequest("invalid continuation token") from exc
-            raise _translate(exc) from exc
+            raise translate_cosmos_error(exc) from exc
         documents = [ResultDocument.model_validate(item) for item in page]
         return documents, encode_continuation(next_token) if next_token else None
 
