@@ -21,7 +21,7 @@ venv: .venv/.installed ## Create the app + dev virtual environment
 .PHONY: lint
 lint: .venv/.installed ## ruff and mypy over the app, tests and tools
 	.venv/bin/ruff check .
-	.venv/bin/mypy shared_code functions function_app.py devstack model tests bench tools
+	.venv/bin/mypy shared_code functions function_app.py devstack model tests bench tools imgclass_client
 
 .PHONY: test
 test: .venv/.installed node_modules/.installed ## Run every test (unit, functions, integration with emulators, model)

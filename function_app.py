@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import azure.functions as func
+from functions.dependencies import prewarm_model
 
-from functions.blob_trigger import blueprint as blob_blueprint
-from functions.drift_timer import blueprint as drift_blueprint
-from functions.http_api import create_api
-from functions.telemetry_setup import configure_from_settings
+# The model loads on another core while the API modules below import (cold start: docs/benchmark.md).
+prewarm_model()
+
+import azure.functions as func  # noqa: E402
+
+from functions.blob_trigger import blueprint as blob_blueprint  # noqa: E402
+from functions.drift_timer import blueprint as drift_blueprint  # noqa: E402
+from functions.http_api import create_api  # noqa: E402
+from functions.telemetry_setup import configure_from_settings  # noqa: E402
 
 configure_from_settings()
 # Auth is enforced by the API itself (bearer JWT), so the Functions key layer is off.

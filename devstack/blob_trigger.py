@@ -16,7 +16,7 @@ import azure.functions as func
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.functions.decorators.blob import BlobTrigger
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
 from devstack.invocation import IndexedFunction, Invoker
 from devstack.local_settings import resolve_references
@@ -132,6 +132,16 @@ class ReceiptStore:
         return record
 
 
+def _host_storage_client(connection_string: str) -> BlobServiceClient:
+    """The host's own storage client: a transient 503 or a restarting Azurite is retried within seconds.
+
+    The SDK default (exponential from 15 s) would stall a trigger worker for a minute on one ServerBusy; the
+    Functions host retries its storage calls on a scale of seconds too.
+    """
+    return BlobServiceClient.from_connection_string(
+        connection_string, retry_policy=LinearRetry(backoff=1, retry_total=5, random_jitter_range=1))
+
+
 def _bare(etag: str) -> str:
     return etag.strip('"')
 
@@ -161,9 +171,9 @@ class BlobTriggerListener:
         if missing:
             raise BlobTriggerConfigError(f"parameters {missing} match no binding of the trigger path '{trigger.path}'")
         connection_string = connection_string_for(trigger.connection)
-        self.service = BlobServiceClient.from_connection_string(connection_string)
+        self.service = _host_storage_client(connection_string)
         host_storage = os.environ.get(HOST_STORAGE_SETTING, "").strip() or connection_string
-        self.receipts = ReceiptStore(BlobServiceClient.from_connection_string(host_storage), options.host_id,
+        self.receipts = ReceiptStore(_host_storage_client(host_storage), options.host_id,
                                      function.name, self.pattern.container)
         self.container: ContainerClient = self.service.get_container_client(self.pattern.container)
         self.invoker = invoker

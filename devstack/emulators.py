@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -162,11 +163,23 @@ def start_azurite(workdir: Path, *, blob_port: int | None = None, queue_port: in
     return azurite
 
 
-def start_cosmos(workdir: Path, *, port: int | None = None, timeout: float = 60.0) -> CosmosServer:
-    """Start the Cosmos DB REST server (HTTPS) on loopback with its log under `workdir`."""
+def start_cosmos(workdir: Path, *, port: int | None = None, timeout: float = 60.0,
+                 keep_alive: bool = True) -> CosmosServer:
+    """Start the Cosmos DB REST server (HTTPS) on loopback with its log under `workdir`.
+
+    The package's CLI answers every request with `Connection: close`, so each Cosmos call would pay a new
+    TCP + TLS handshake (and, in the Python client, a fresh SSL context): ~10x the call itself (docs/benchmark.md).
+    Azure Cosmos DB keeps connections alive, so by default the server is created through its library API with
+    keep-alive on; `keep_alive=False` runs the CLI as shipped.
+    """
     chosen = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [_node(), str(COSMOS_JS), "--host", LOOPBACK, "--port", str(chosen)]
+    if keep_alive:
+        script = (f"const s = require({json.dumps(str(COSMOS_JS.parent))}).createHttpsServer({{keepAlive: true}});"
+                  f"s.keepAliveTimeout = 120000; s.listen({chosen}, {json.dumps(LOOPBACK)});")
+        command = [_node(), "-e", script]
+    else:
+        command = [_node(), str(COSMOS_JS), "--host", LOOPBACK, "--port", str(chosen)]
     started = start_background("cosmos", command, log_path=workdir / "cosmos.log", cwd=workdir)
     cosmos = CosmosServer(name=started.name, process=started.process, log_path=started.log_path, port=chosen)
     cosmos.wait_for_ports([chosen], timeout)

@@ -220,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Core Tools marks the local environment the same way.
     os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
     logger.info("Loaded %d settings from %s", len(applied), options.settings)
+    if os.environ.get("DEVSTACK_FAULTS", "").strip():
+        from devstack.faults import install_from_env  # noqa: PLC0415 - local fault injection, only when asked
+
+        injector = install_from_env()
+        if injector is not None:
+            logger.warning("Fault injection is ON (DEVSTACK_FAULTS=%s): %s", os.environ["DEVSTACK_FAULTS"],
+                           ", ".join(f"{target}={service}" for target, service in injector.targets.items()))
     try:
         app = load_app(options.app)
         host = FunctionHost(app, options)

@@ -132,13 +132,19 @@ def provision(values: dict[str, str], ports: StackPorts) -> list[str]:
     """Create the blob containers and the Cosmos database and containers the app expects; return their names."""
     from azure.core.exceptions import ResourceExistsError  # noqa: PLC0415 - keep `down` and `status` light
     from azure.cosmos import CosmosClient  # noqa: PLC0415
-    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415
+    from azure.storage.blob import BlobServiceClient, CorsRule  # noqa: PLC0415
 
     from shared_code.results_store import ensure_container  # noqa: PLC0415
     from shared_code.settings import Settings  # noqa: PLC0415
 
     created = []
     storage = BlobServiceClient.from_connection_string(emulator_values(ports)["STORAGE_CONNECTION_STRING"])
+    # The web page (served by the host at /api/ui/) PUTs uploads straight to Azurite: another origin, so
+    # the blob service needs a CORS rule for the host's origins (as infra/modules/storage.bicep in Azure).
+    storage.set_service_properties(cors=[CorsRule(
+        [f"http://{LOOPBACK}:{ports.api}", f"http://localhost:{ports.api}"], ["PUT", "OPTIONS"],
+        allowed_headers=["content-type", "x-ms-blob-type", "x-ms-version", "x-ms-date"], exposed_headers=["etag"],
+        max_age_in_seconds=600)])
     container_settings = [name for name in Settings.model_fields if name.endswith("_CONTAINER")]
     for name in (n for n in container_settings if not n.startswith("COSMOS_")):
         container = _setting(values, name)

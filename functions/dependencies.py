@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
 from shared_code.blob_store import BlobStore
+from shared_code.classifier import load_classifier
 from shared_code.imaging import ImageLimits
 from shared_code.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
 from shared_code.results_store import ResultsStore, cosmos_client
 from shared_code.service import ClassificationService
 from shared_code.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 
 def build_service(settings: Settings) -> ClassificationService:
@@ -46,3 +52,30 @@ def reset() -> None:
     """Forget cached settings and service (tests, and settings reloads)."""
     get_service.cache_clear()
     get_settings.cache_clear()
+
+
+def prewarm_model() -> threading.Thread | None:
+    """Start loading the local served model on another thread while the worker is still starting.
+
+    The ONNX Runtime session is built mostly outside the GIL, so on a second core it overlaps the import of
+    the API modules and the host's own start-up; the first request then finds it in the classifier cache
+    (a request arriving mid-load waits on the cache lock, so the model is never loaded twice). Only the
+    environment is read: bad settings are still reported by the first request, and any failure here is left
+    for that request to raise. Blob-sourced models (network) load on first use as before.
+    """
+    if os.environ.get("MODEL_SOURCE", "local") != "local":
+        return None
+    path = Path(os.environ.get("MODEL_PATH") or str(Settings.model_fields["MODEL_PATH"].default))
+    threads = os.environ.get("ORT_INTRA_OP_THREADS", "0").strip() or "0"
+    if not path.is_file() or not threads.isdigit():
+        return None
+
+    def load() -> None:
+        try:
+            load_classifier(path, intra_op_threads=int(threads))
+        except Exception as exc:  # the first request reports it properly
+            logger.debug("model prewarm of %s failed: %s", path, exc)
+
+    thread = threading.Thread(target=load, name="model-prewarm", daemon=True)
+    thread.start()
+    return thread

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -9,8 +10,10 @@ import azure.functions as func
 
 from functions.dependencies import get_service
 from functions.drift_api import drift_dependencies, run_owner
+from functions.models_api import retraining_dependencies
 from shared_code.drift import DriftRun, run_drift_window
 from shared_code.drift_window import parse_timestamp, windows_to_run
+from shared_code.retraining import drift_hook, sweep
 from shared_code.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -27,10 +30,26 @@ def run_due_windows(*, past_due: bool, last_run: str | None, now: datetime | Non
         logger.warning("drift timer is past due (last run %s); catching up", last_run or "unknown")
         if missed_since is None:
             missed_since = moment - timedelta(hours=2 * settings.DRIFT_WINDOW_HOURS)
-    deps = drift_dependencies(settings, get_service())
+    service = get_service()
+    deps = drift_dependencies(settings, service)
+    retraining = None
+    if settings.RETRAIN_MODE != "off":
+        try:
+            retraining = retraining_dependencies(settings, service)
+        except Exception:  # a retraining misconfiguration must not stop drift monitoring
+            logger.exception("retraining is on (RETRAIN_MODE=%s) but cannot be wired; drift runs without it",
+                             settings.RETRAIN_MODE)
+    if retraining is not None:  # a window that asks for retraining submits it (once per window)
+        deps = dataclasses.replace(deps, retrain=drift_hook(retraining))
     owner = f"timer:{run_owner()}"
-    return [run_drift_window(window, deps, owner=owner, now=moment)
+    runs = [run_drift_window(window, deps, owner=owner, now=moment)
             for window in windows_to_run(moment, settings.DRIFT_WINDOW_HOURS, missed_since=missed_since)]
+    if retraining is not None:
+        try:  # re-launch submissions a crash left behind; note jobs that finished
+            sweep(retraining)
+        except Exception:
+            logger.exception("retraining sweep failed; the next tick tries again")
+    return runs
 
 
 @blueprint.timer_trigger(schedule="%DRIFT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)

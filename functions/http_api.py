@@ -17,7 +17,11 @@ from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_respo
 from functions.drift_api import drift_router
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
+from functions.gallery_api import gallery_router
 from functions.identity_api import router as identity_router
+from functions.models_api import models_router, retraining_router
+from functions.request_body import read_limited, upload_chunks
+from functions.web_ui import web_router
 from shared_code.auth import Principal
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
@@ -87,23 +91,6 @@ def result_public(document: ResultDocument) -> ResultPublic:
     )
 
 
-async def read_limited(stream: Any, limit: int) -> bytes:
-    """Read a request/file stream, stopping as soon as it exceeds `limit` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"an image may have at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _file_chunks(upload: UploadFile) -> Any:
-    while chunk := await upload.read(1 << 16):
-        yield chunk
-
-
 async def read_images(request: Request, settings: Settings) -> list[UploadedFile]:
     """Images from a multipart body (one or more `file` fields) or a raw `image/*` body."""
     content_type = request.headers.get("content-type", "").lower()
@@ -119,7 +106,7 @@ async def read_images(request: Request, settings: Settings) -> list[UploadedFile
             raise BadRequest("the multipart body has no 'file' field with an image")
         if len(uploads) > settings.MAX_IMAGES_PER_REQUEST:
             raise PayloadTooLarge(f"at most {settings.MAX_IMAGES_PER_REQUEST} images per request")
-        return [UploadedFile(upload.filename or f"file-{i}", await read_limited(_file_chunks(upload), per_image))
+        return [UploadedFile(upload.filename or f"file-{i}", await read_limited(upload_chunks(upload), per_image))
                 for i, upload in enumerate(uploads)]
     if content_type.startswith(RAW_IMAGE_TYPES):
         return [UploadedFile("body", await read_limited(request.stream(), per_image))]
@@ -203,8 +190,12 @@ def create_api() -> FastAPI:
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
                   docs_url="/api/docs", redoc_url=None)
     install_error_handlers(api)
+    api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
     api.include_router(router)
     api.include_router(identity_router)
     api.include_router(drift_router)
     api.include_router(feedback_router)
+    api.include_router(models_router)
+    api.include_router(retraining_router)
+    api.include_router(web_router)
     return api

@@ -93,7 +93,8 @@ module storage 'modules/storage.bicep' = {
       deadLetterContainerName
     ]
     uploadsContainerName: containers.uploads
-    uploadCorsOrigins: uploadCorsOrigins
+    // The web page (/api/ui/ on the function app) PUTs uploads straight to Blob Storage with a SAS URL.
+    uploadCorsOrigins: union(['https://${functionAppName}.azurewebsites.net'], uploadCorsOrigins)
   }
 }
 

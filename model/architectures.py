@@ -137,3 +137,26 @@ def build_model(architecture: str, weights: WeightsChoice, seed: int = 0) -> Bui
         print(FALLBACK_MESSAGE)
         return build_model(EFFICIENTNET_LITE0, "imagenet", seed)
     return BuiltModel(architecture, _resnet_parts(net), "imagenet", source, Preprocessing())
+
+
+# --- fine-tuning (model.finetune) ----------------------------------------------------------------------
+def with_new_head(built: BuiltModel, num_classes: int, seed: int = 0) -> BuiltModel:
+    """The same backbone with a freshly initialised (seeded) linear head of `num_classes` outputs."""
+    net = built.module.network
+    torch.manual_seed(seed)
+    linear = nn.Linear(built.module.linear.in_features, num_classes)
+    if isinstance(net, EfficientNetLite):
+        net._fc = linear
+        module = _lite_parts(net)
+    else:
+        net.fc = linear
+        module = _resnet_parts(net)
+    return BuiltModel(built.architecture, module, built.weights, built.source, built.preprocessing)
+
+
+def top_modules(built: BuiltModel) -> list[nn.Module]:
+    """The layers fine-tuning unfreezes after the head: ResNet layer4, Lite0's last two blocks and conv head."""
+    net = built.module.network
+    if isinstance(net, EfficientNetLite):
+        return [*net._blocks[-2:], net._conv_head, net._bn1]
+    return [net.layer4]

@@ -143,6 +143,10 @@ def write_pointer_card(card: ModelCard, card_path: Path, artifacts: Path) -> Pat
         "onnx_file": (relative / card.onnx_file).as_posix(),
         "classifier_weights_file": (relative / card.classifier_weights_file).as_posix()
         if card.classifier_weights_file else None,
+        # a profile named relative to the version folder must be found from the artifacts folder too
+        "reference_profile_file": (relative / card.reference_profile_file).as_posix()
+        if card.reference_profile_file and not Path(card.reference_profile_file).is_absolute()
+        else card.reference_profile_file,
     })
     target = artifacts / POINTER_CARD
     target.write_text(pointer.to_json() + "\n", encoding="utf-8")

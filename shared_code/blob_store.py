@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -62,6 +63,16 @@ def parse_upload_blob_name(blob_name: str) -> tuple[str, str]:
     if "/" not in rest and _RESULT_ID.fullmatch(stem):
         return user_id, stem
     return user_id, uuid.uuid5(_BLOB_NAMESPACE, blob_name).hex
+
+
+@dataclass(frozen=True)
+class BlobStream:
+    """A blob read lazily in ranged chunks, pinned to the version (ETag) whose size was checked."""
+
+    size: int
+    etag: str
+    content_type: str
+    chunks: Iterator[bytes]
 
 
 class BlobStore:
@@ -123,6 +134,49 @@ class BlobStore:
             if exc.status_code == 412:
                 raise TransientError("the blob changed while it was read") from exc
             raise TransientError(f"blob storage error ({exc.status_code})") from exc
+
+    def stream(self, container: str, blob_name: str, *, chunk_size: int = 1 << 20,
+               max_bytes: int | None = None) -> BlobStream:
+        """Open a blob for streaming: properties now (NotFound raised here), then one ranged GET per chunk.
+
+        Memory stays at one chunk however large the blob; a blob replaced meanwhile fails the next chunk
+        (the reads are conditional on the ETag) instead of mixing two versions.
+        """
+        client = self.service.get_blob_client(container, blob_name)
+        try:
+            properties = client.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"blob {blob_name!r} does not exist") from exc
+        except HttpResponseError as exc:
+            raise TransientError(f"blob storage error ({exc.status_code})") from exc
+        size, etag = int(properties.size), str(properties.etag)
+        if max_bytes is not None and size > max_bytes:
+            raise ImageTooLarge(f"the blob has {size} bytes; the limit is {max_bytes}")
+
+        def chunks() -> Iterator[bytes]:
+            for offset in range(0, size, chunk_size):
+                length = min(chunk_size, size - offset)
+                try:
+                    yield client.download_blob(offset=offset, length=length, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified).readall()
+                except ResourceNotFoundError as exc:
+                    raise NotFound(f"blob {blob_name!r} was deleted while it was read") from exc
+                except HttpResponseError as exc:
+                    raise TransientError(f"blob {blob_name!r} changed or failed while it was read "
+                                         f"({exc.status_code})") from exc
+
+        content_type = properties.content_settings.content_type or "application/octet-stream"
+        return BlobStream(size=size, etag=etag, content_type=content_type, chunks=chunks())
+
+    def etag(self, container: str, blob_name: str) -> str | None:
+        """The blob's current ETag (unquoted), or None when it does not exist."""
+        try:
+            properties = self.service.get_blob_client(container, blob_name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise TransientError("blob storage is temporarily unavailable") from exc
+        return str(properties.etag).strip('"')
 
     def delete(self, container: str, blob_name: str) -> bool:
         try:

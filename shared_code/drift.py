@@ -120,6 +120,8 @@ class DriftSummary(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     retraining_requested: bool = False
     retraining_reason: str | None = None
+    retraining_job: str | None = Field(default=None, description="The window's retraining job (RETRAIN_MODE on).")
+    retraining_status: str | None = None
 
 
 # --- rows ---------------------------------------------------------------------------------------------
@@ -337,6 +339,8 @@ class DriftDependencies:
     pipeline: Callable[[], ClassificationPipeline]
     thresholds: DriftThresholds
     min_corrections: int
+    # RETRAIN_MODE local/azureml: submits the window's retraining (once) and notes the job on the summary
+    retrain: Callable[[DriftWindow, DriftSummary], DriftSummary] | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         summary, reference, current = _summarise(window, deps)
         if summary.status == "ok" and (summary.drift or summary.corrections >= deps.min_corrections):
             summary = on_drift(summary, min_corrections=deps.min_corrections)
+            summary = _submit_retraining(window, summary, deps)
         html = _report_html(reference, current, summary)
         write_report(deps.reports, window, html=html, summary_json=summary.model_dump_json(indent=2))
         deps.store.complete(claim, summary.model_dump(mode="json"))
@@ -372,6 +377,17 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
     logger.info("drift window %s: drift=%s share=%.2f signals=%s rows=%d", window.id, summary.drift,
                 summary.drift_share, ",".join(summary.signals), summary.current_rows)
     return DriftRun(status="completed", window=window, summary=summary)
+
+
+def _submit_retraining(window: DriftWindow, summary: DriftSummary, deps: DriftDependencies) -> DriftSummary:
+    """Hand the request to the retraining hook; its failure is logged, never the drift run's failure."""
+    if deps.retrain is None:
+        return summary
+    try:
+        return deps.retrain(window, summary)
+    except Exception as exc:  # the record (if any) says `submitting`: the next timer sweep launches it again
+        logger.exception("retraining for window %s could not be submitted", window.id)
+        return summary.model_copy(update={"retraining_status": f"not submitted: {type(exc).__name__}"})
 
 
 def _summarise(window: DriftWindow, deps: DriftDependencies

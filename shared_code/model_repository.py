@@ -26,6 +26,7 @@ from shared_code.pipeline import ClassificationPipeline
 
 logger = logging.getLogger(__name__)
 LATEST_POINTER = "latest.json"
+TRAINING_ONLY_SUFFIXES = (".pt", ".pth")
 
 
 class BlobModelRepository:
@@ -42,6 +43,33 @@ class BlobModelRepository:
             raise ModelUnavailable(f"model {name!r} has no promoted version") from exc
         return str(pointer["version"])
 
+    def promoted_version(self, name: str) -> str | None:
+        """The promoted version, or None when the model has none yet."""
+        try:
+            return self.latest_version(name)
+        except ModelUnavailable:
+            return None
+
+    def list_versions(self, name: str) -> list[str]:
+        """Every published version of one model (folders holding a card), oldest first by `version_key`."""
+        prefix = f"{name}/"
+        versions = {blob.name[len(prefix):].split("/", 1)[0]
+                    for blob in self.container.list_blobs(name_starts_with=prefix)
+                    if blob.name.endswith(f"/model{CARD_SUFFIX}") and blob.name.count("/") == 2}
+        return sorted(versions, key=version_key)
+
+    def read_file(self, name: str, version: str, file: str) -> bytes | None:
+        """One small file of a version (its card, evaluation.json), or None when it is missing."""
+        try:
+            return bytes(self.container.download_blob(f"{name}/{version}/{file}").readall())
+        except ResourceNotFoundError:
+            return None
+
+    def next_version(self, name: str, *, at_least: str | None = None) -> str:
+        """One more than the highest integer version published (or `at_least`, e.g. the served version)."""
+        numbers = [int(v) for v in [*self.list_versions(name), at_least or ""] if v.isdigit()]
+        return str(max(numbers, default=0) + 1)
+
     def fetch(self, name: str, version: str) -> Path:
         """Download one version (once) and return the local card path."""
         target = self.cache_dir / name / version
@@ -55,8 +83,8 @@ class BlobModelRepository:
             raise ModelUnavailable(f"model {name}:{version} not found in the models container")
         for blob in blobs:
             relative = blob.name[len(prefix):]
-            if "/" in relative or relative in {"", ".", ".."}:
-                continue
+            if "/" in relative or relative in {"", ".", ".."} or relative.endswith(TRAINING_ONLY_SUFFIXES):
+                continue  # sub-folders (metrics) and torch checkpoints are for training, not serving
             partial = target / f".{relative}.part"
             with partial.open("wb") as handle:
                 self.container.download_blob(blob.name).readinto(handle)
@@ -93,7 +121,24 @@ class ModelProvider:
         self._threads = intra_op_threads
         self._lock = threading.Lock()
         self._pipeline: ClassificationPipeline | None = None
+        self._source: Path | None = None
         self._checked_at = 0.0
+
+    @property
+    def repository(self) -> BlobModelRepository | None:
+        """The models container this provider serves from (None with MODEL_SOURCE=local)."""
+        return self._repository
+
+    @property
+    def name(self) -> str:
+        """The model's name in the models container (MODEL_NAME; empty with MODEL_SOURCE=local)."""
+        return self._name
+
+    def source(self) -> Path:
+        """The card (or ONNX) file of the version served now: what retraining starts from."""
+        self.current()
+        assert self._source is not None  # set by every successful current()
+        return self._source
 
     def current(self) -> ClassificationPipeline:
         """The pipeline for the current version (re-resolved at most every refresh interval)."""
@@ -110,6 +155,7 @@ class ModelProvider:
                 if self._pipeline is not None:
                     logger.info("switching model %s -> %s", self._pipeline.card.model_id, classifier.card.model_id)
                 self._pipeline = ClassificationPipeline(classifier, self._limits)
+            self._source = card_path
             self._checked_at = time.monotonic()
             return self._pipeline
 
@@ -123,6 +169,12 @@ class ModelProvider:
             return path
         version = self._repository.latest_version(self._name) if self._version == "latest" else self._version
         return self._repository.fetch(self._name, version)
+
+
+def version_key(version: str) -> tuple[int, str]:
+    """Numeric order of the leading integer (`2` < `10`), then the rest (`1` < `1-int8`); no number sorts last."""
+    digits = len(version) - len(version.lstrip("0123456789"))
+    return (int(version[:digits]), version[digits:]) if digits else (1 << 62, version)
 
 
 def default_cache_dir() -> Path:

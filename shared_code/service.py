@@ -98,6 +98,11 @@ class ClassificationService:
         if existing is not None and existing.blob_etag == event.etag and existing.status in ("done", "rejected"):
             logger.info("blob %s already processed as %s; duplicate delivery ignored", event.blob_name, result_id)
             return existing
+        if existing is not None and existing.blob_etag not in (event.etag, None) and self._superseded(event):
+            # An older version delivered late (events are not ordered): the newer version has its own event.
+            logger.info("blob %s: event for ETag %s is stale (the blob was overwritten); ignored", event.blob_name,
+                        event.etag)
+            return existing
         same_version = existing is not None and existing.blob_etag in (event.etag, None)
         attempts = (existing.attempts if existing is not None and same_version else 0) + 1
         document = ResultDocument(
@@ -125,6 +130,12 @@ class ClassificationService:
             final = self._complete(document, outcome, source="blob")
             if self._before_result_write is not None:
                 self._before_result_write(final)
+            latest = self.results.find(user_id, result_id)
+            if latest is not None and latest.blob_etag != event.etag and self._superseded(event):
+                # A newer version was uploaded and recorded while this one was processed: it wins.
+                logger.info("blob %s: ETag %s was overwritten during processing; its result is dropped",
+                            event.blob_name, event.etag)
+                return latest
             self.results.upsert(final)
         if event.uploaded_at and final.status == "done":
             lag = (datetime.now(UTC) - datetime.fromisoformat(event.uploaded_at.replace("Z", "+00:00"))).total_seconds()
@@ -148,6 +159,10 @@ class ClassificationService:
             self.results.delete(user_id, result_id)
 
     # --- helpers ----------------------------------------------------------------------------------------
+    def _superseded(self, event: BlobEvent) -> bool:
+        """True when the blob is no longer the version the event carries (overwritten or deleted)."""
+        return self.blobs.etag(self.blobs.uploads_container, event.blob_name) != event.etag.strip('"')
+
     def _within_decode_deadline(self, outcome: ImageClassification | ImageRejected
                                 ) -> ImageClassification | ImageRejected:
         """A slow decode becomes a rejection: the work is done, but a client cannot make it the norm."""

@@ -83,7 +83,21 @@ class Settings(BaseSettings):
     AZUREML_RESOURCE_GROUP: str = ""
     AZUREML_WORKSPACE: str = ""
     AZUREML_COMPUTE: str = "cpu-cluster"
-    AZUREML_ENVIRONMENT: str = ""
+    AZUREML_ENVIRONMENT: str = Field(default="", description="e.g. azureml:imgclass-train@latest; default: an "
+                                     "environment built from model/requirements.txt on an Azure ML base image.")
+    AZUREML_CODE: str = Field(default="", description="Training code: a folder, or a code asset azureml:name:version; "
+                              "default: model/ and shared_code/ of this checkout.")
+    AZUREML_EXPERIMENT: str = Field(default="imgclass-retraining", description="Experiment the jobs are grouped in.")
+    RETRAIN_TASK: Literal["imagenet", "custom"] = Field(
+        default="imagenet", description="imagenet: fine-tune keeping the served labels; custom: the corrected labels.")
+    RETRAIN_TRAIN_ARGS: str = Field(default="", description="Extra `python -m model.train` arguments, e.g. "
+                                    "'--epochs-head 2 --max-images 5000'.")
+    RETRAIN_LOOKBACK_DAYS: int = Field(default=30, ge=1, description="Corrections this far back feed a retraining.")
+    RETRAIN_MIN_IMAGES: int = Field(default=20, ge=1, description="Fewer corrected uploads than this: no job.")
+    RETRAIN_STALE_MINUTES: int = Field(default=15, ge=1, description="A submission stuck this long is launched again.")
+    RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
+                                      description="Python with torch for RETRAIN_MODE=local (relative: repo root).")
+    RETRAIN_WORK_DIR: str = Field(default="", description="Local training folders; default: temp dir.")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -63,3 +63,14 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), color: objec
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+def with_classifier_weights(card_path: Path) -> Path:
+    """Give a model made by `make_tiny_model` its classifier.npz (the Gemm weights), as export does, for CAM."""
+    model = onnx.load(str(card_path.with_name("model.onnx")))
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    np.savez(card_path.with_name("classifier.npz"), W=weights["gemm_w"], b=weights["gemm_b"])
+    card = ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
+    card_path.write_text(card.model_copy(update={"classifier_weights_file": "classifier.npz"}).to_json() + "\n",
+                         encoding="utf-8")
+    return card_path

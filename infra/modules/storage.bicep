@@ -15,6 +15,7 @@ param tags object = {}
 @description('Required. Blob containers to create; none is public.')
 param containerNames array
 
+// main.bicep always passes the function app's own origin: the web page at /api/ui/ uploads from there.
 @description('Optional. Browser origins allowed to PUT uploads with a user delegation SAS.')
 param uploadCorsOrigins array = []
 

@@ -106,7 +106,8 @@ def test_azure_yaml_deploys_the_python_function_app() -> None:
 
 def test_funcignore_keeps_tests_tools_and_environments_out_of_the_package() -> None:
     entries = {line.strip() for line in (REPO_ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()}
-    for excluded in ("tests/", ".venv/", "model/", "node_modules/", "bench/", "devstack/", "docs/", ".run/"):
+    for excluded in ("tests/", ".venv/", "model/", "node_modules/", "bench/", "devstack/", "tools/", "docs/",
+                     "imgclass_client/", ".run/"):
         assert excluded in entries, excluded
-    for shipped in ("shared_code/", "functions/", "function_app.py", "host.json", "requirements.txt"):
+    for shipped in ("shared_code/", "functions/", "web/", "function_app.py", "host.json", "requirements.txt"):
         assert shipped not in entries, shipped

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
+import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 from fastapi.testclient import TestClient
 
 from functions import dependencies
+from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
 from shared_code.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token
 from shared_code.results_store import cosmos_client, ensure_container
@@ -84,3 +87,31 @@ def app_functions(app_settings: dict[str, str]) -> dict[str, Any]:
     import function_app  # noqa: PLC0415 - imported after the settings are in the environment
 
     return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
+
+
+def upload(api: TestClient, user: str, data: bytes, filename: str = "photo.jpg") -> dict[str, str]:
+    """A client's direct upload: an upload grant from the API, then a PUT to Azurite through its SAS URL."""
+    grant = api.post("/api/uploads", json={"filename": filename}, headers=bearer(user))
+    assert grant.status_code == 200, grant.text
+    body: dict[str, str] = grant.json()
+    put = httpx.put(body["upload_url"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    return body
+
+
+def deliver(app_settings: dict[str, str], blob_name: str) -> func.blob.InputStream:
+    """What the Functions host hands the blob trigger: the blob's bytes, name and properties."""
+    client = blob_service(app_settings).get_blob_client("uploads", blob_name)
+    properties = client.get_blob_properties()
+    data = client.download_blob().readall()
+    return func.blob.InputStream(data=data, name=f"uploads/{blob_name}", length=len(data), uri=client.url,
+                                 blob_properties={"ETag": properties.etag,
+                                                  "LastModified": properties.last_modified.isoformat()})
+
+
+def upload_and_classify(api: TestClient, app_settings: dict[str, str], user: str, data: bytes,
+                        filename: str = "photo.jpg") -> dict[str, str]:
+    """The whole direct-upload path: grant, PUT, then the real blob trigger function on the stored blob."""
+    body = upload(api, user, data, filename)
+    classify_uploaded_blob(deliver(app_settings, body["blob_name"]))
+    return body

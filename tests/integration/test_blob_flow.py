@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import azure.functions as func
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -17,29 +16,10 @@ from shared_code.results_store import ResultDocument
 from shared_code.service import BlobEvent, ClassificationService
 from shared_code.settings import get_settings
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import bearer, blob_service
+from tests.integration.app_fixtures import bearer, blob_service, deliver, upload
 
 pytestmark = pytest.mark.integration
 GREEN = image_bytes("JPEG", size=(80, 60), color=(20, 230, 20))
-
-
-def upload(api: TestClient, user: str, data: bytes, filename: str = "photo.jpg") -> dict[str, str]:
-    grant = api.post("/api/uploads", json={"filename": filename}, headers=bearer(user))
-    assert grant.status_code == 200, grant.text
-    body: dict[str, str] = grant.json()
-    put = httpx.put(body["upload_url"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
-    assert put.status_code == 201, put.text
-    return body
-
-
-def deliver(app_settings: dict[str, str], blob_name: str) -> func.blob.InputStream:
-    """What the Functions host hands the trigger: the blob's bytes, name and properties."""
-    client = blob_service(app_settings).get_blob_client("uploads", blob_name)
-    properties = client.get_blob_properties()
-    data = client.download_blob().readall()
-    return func.blob.InputStream(data=data, name=f"uploads/{blob_name}", length=len(data), uri=client.url,
-                                 blob_properties={"ETag": properties.etag,
-                                                  "LastModified": properties.last_modified.isoformat()})
 
 
 def test_upload_grant_then_blob_trigger_gives_a_done_result(api: TestClient, app_settings: dict[str, str]) -> None:

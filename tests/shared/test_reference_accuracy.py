@@ -22,6 +22,20 @@ REFERENCE_TOP1 = 0.776  # ../shared/README.md: Pillow bilinear 256, centre crop 
 REFERENCE_TOP5 = 0.928
 
 
+def cpu_has_vnni() -> bool:
+    """Whether ONNX Runtime can use VNNI int8 dot products on this CPU.
+
+    Without VNNI, ORT's u8s8 convolutions saturate 16-bit intermediate sums, which is the arithmetic the
+    published figure was measured with (77.6 %). With VNNI the same model is computed exactly and scores
+    higher on these photos (81.6 % was measured on an AVX-512 VNNI machine), so the figure is a floor there.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cache = tmp_path_factory.mktemp("cards")
@@ -42,5 +56,10 @@ def test_standard_card_for_the_bare_model(report: dict[str, Any]) -> None:
 
 def test_top1_matches_the_published_figure(report: dict[str, Any]) -> None:
     assert report["n"] == 250
-    assert report["top1"] == pytest.approx(REFERENCE_TOP1, abs=0.005)
-    assert report["top5"] == pytest.approx(REFERENCE_TOP5, abs=0.01)
+    if cpu_has_vnni():
+        # Exact int8 arithmetic: a preprocessing mistake still costs points below the published floor.
+        assert report["top1"] >= REFERENCE_TOP1 - 0.005
+        assert report["top5"] >= REFERENCE_TOP5 - 0.01
+    else:
+        assert report["top1"] == pytest.approx(REFERENCE_TOP1, abs=0.005)
+        assert report["top5"] == pytest.approx(REFERENCE_TOP5, abs=0.01)

@@ -1,0 +1,202 @@
+"""Admin routes for model versions and retraining: what is served and published, submit and inspect retraining."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from functions.drift_api import WINDOW_KEY_PATTERN, drift_store_for
+from shared_code.auth import Principal
+from shared_code.drift_window import last_complete_window, parse_window
+from shared_code.errors import NotFound
+from shared_code.model_card import CARD_SUFFIX, ModelCard
+from shared_code.retraining import (
+    RetrainingDependencies,
+    RetrainingStore,
+    dependencies_from_settings,
+    public_record,
+    submit_retraining,
+    sweep,
+)
+from shared_code.service import ClassificationService
+from shared_code.settings import Settings
+
+MAX_VERSIONS = 100
+EVALUATION_FILE = "evaluation.json"
+
+
+def retraining_dependencies(settings: Settings, service: ClassificationService) -> RetrainingDependencies:
+    """Submission wiring from the worker's service; the records live in the drift container."""
+    return dependencies_from_settings(settings, service, drift_container=drift_store_for(settings).container)
+
+
+# --- schemas ------------------------------------------------------------------------------------------
+class ServedModel(BaseModel):
+    name: str
+    version: str
+
+
+class ModelVersionPublic(BaseModel):
+    name: str
+    version: str
+    promoted: bool
+    num_classes: int
+    created_at: str | None
+    accuracy: float | None
+
+
+class ModelsPublic(BaseModel):
+    served: ServedModel
+    latest: str | None = Field(description="The promoted version in the models container (MODEL_SOURCE=blob).")
+    versions: list[ModelVersionPublic]
+
+
+class RetrainingRecordPublic(BaseModel):
+    """One window's retraining submission (extra fields of the record are passed through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    window: str
+    windowId: str  # noqa: N815 - the record's own field names
+    status: str
+    launcher: str
+    jobName: str  # noqa: N815
+    attempt: int
+    reason: str | None = None
+    modelName: str | None = None  # noqa: N815
+    baseVersion: str | None = None  # noqa: N815
+    version: str | None = None
+    createdAt: str | None = None  # noqa: N815
+    updatedAt: str | None = None  # noqa: N815
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class RetrainingList(BaseModel):
+    items: list[RetrainingRecordPublic]
+
+
+class RetrainingRunCreate(BaseModel):
+    window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
+                               description="Window id or key; default: the last complete window.")
+    force: bool = Field(default=False, description="Submit again (a new attempt) when the last one has finished.")
+
+
+class RetrainingRunPublic(BaseModel):
+    launched: bool = Field(description="False: this window already had a submission, returned as it is.")
+    record: RetrainingRecordPublic
+
+
+# --- model versions -----------------------------------------------------------------------------------
+def _accuracy(card: ModelCard, evaluation: dict[str, Any] | None) -> float | None:
+    """Top-1 accuracy from the card's metrics or the version's evaluation.json, whichever has one."""
+    candidates: list[Any] = [card.metrics.get(key) for key in ("validation_accuracy", "accuracy", "top1")]
+    if evaluation:
+        candidate = evaluation.get("candidate")
+        candidates += [evaluation.get("accuracy"), evaluation.get("top1"),
+                       candidate.get("accuracy") if isinstance(candidate, dict) else None]
+    return next((float(value) for value in candidates if isinstance(value, int | float)), None)
+
+
+def _version_public(card: ModelCard, name: str, version: str, *, promoted: bool,
+                    evaluation: dict[str, Any] | None = None) -> ModelVersionPublic:
+    return ModelVersionPublic(name=name, version=version, promoted=promoted, num_classes=card.num_classes,
+                              created_at=card.created_at or None, accuracy=_accuracy(card, evaluation))
+
+
+def list_models(service: ClassificationService) -> ModelsPublic:
+    provider = service.models
+    card = provider.current().card
+    name = provider.name or card.name
+    served = ServedModel(name=name, version=card.version)
+    repository = provider.repository
+    if repository is None:  # MODEL_SOURCE=local: the served card is all there is
+        return ModelsPublic(served=served, latest=None,
+                            versions=[_version_public(card, name, card.version, promoted=True)])
+    latest = repository.promoted_version(name)
+    versions = []
+    for version in repository.list_versions(name)[-MAX_VERSIONS:]:
+        card_bytes = repository.read_file(name, version, f"model{CARD_SUFFIX}")
+        if card_bytes is None:
+            continue
+        evaluation_bytes = repository.read_file(name, version, EVALUATION_FILE)
+        try:
+            evaluation = json.loads(evaluation_bytes) if evaluation_bytes else None
+        except ValueError:
+            evaluation = None
+        versions.append(_version_public(ModelCard.model_validate_json(card_bytes), name, version,
+                                        promoted=version == latest,
+                                        evaluation=evaluation if isinstance(evaluation, dict) else None))
+    return ModelsPublic(served=served, latest=latest, versions=versions)
+
+
+models_router = APIRouter(prefix="/api", tags=["models"])
+
+
+@models_router.get("/models", responses={**AUTH_ERRORS})
+async def get_models(service: ServiceDep, _: Annotated[Principal, require("admin")]) -> ModelsPublic:
+    """The served model, the promoted version, and every published version with its card summary."""
+    return await run_in_threadpool(list_models, service)
+
+
+# --- retraining ---------------------------------------------------------------------------------------
+WindowKey = Annotated[str, Path(pattern=WINDOW_KEY_PATTERN, description="e.g. 20261123T0000Z-PT24H")]
+
+
+def _record_public(record: dict[str, Any]) -> RetrainingRecordPublic:
+    return RetrainingRecordPublic.model_validate(public_record(record))
+
+
+def _list(settings: Settings, service: ClassificationService, limit: int, update: bool) -> RetrainingList:
+    store = drift_store_for(settings)
+    if update and settings.RETRAIN_MODE != "off":
+        deps = retraining_dependencies(settings, service)
+        sweep(deps)  # re-launches stale submissions and refreshes the in-flight ones of this launcher
+        records = deps.store.list_records(limit)
+    else:
+        records = RetrainingStore(store.container).list_records(limit)
+    return RetrainingList(items=[_record_public(record) for record in records])
+
+
+retraining_router = APIRouter(prefix="/api/retraining", tags=["retraining"])
+
+
+@retraining_router.get("", responses={**AUTH_ERRORS})
+async def list_retraining(settings: SettingsDep, service: ServiceDep, _: Annotated[Principal, require("admin")],
+                          limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                          refresh: Annotated[bool, Query(description="Ask the launcher about jobs in flight, "
+                                                                     "and re-launch stale submissions")] = False,
+                          ) -> RetrainingList:
+    """Retraining submissions, newest window first."""
+    return await run_in_threadpool(_list, settings, service, limit, refresh)
+
+
+@retraining_router.get("/{window_key}", responses={**AUTH_ERRORS, **error_responses(404)})
+async def get_retraining(window_key: WindowKey, settings: SettingsDep,
+                         _: Annotated[Principal, require("admin")]) -> RetrainingRecordPublic:
+    """One window's retraining submission."""
+    record = await run_in_threadpool(RetrainingStore(drift_store_for(settings).container).get, window_key)
+    if record is None:
+        raise NotFound(f"no retraining for window {window_key}")
+    return _record_public(record)
+
+
+@retraining_router.post("/run", responses={**AUTH_ERRORS, **error_responses(400)})
+async def run_retraining(body: RetrainingRunCreate, settings: SettingsDep, service: ServiceDep,
+                         principal: Annotated[Principal, require("admin")]) -> RetrainingRunPublic:
+    """Submit a window's retraining now (once per window; `force` starts a new attempt after a finished one)."""
+    window = parse_window(body.window) if body.window else last_complete_window(
+        datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
+
+    def submit() -> RetrainingRunPublic:
+        submission = submit_retraining(window, retraining_dependencies(settings, service),
+                                       reason=f"requested by {principal.user_id}", force=body.force)
+        return RetrainingRunPublic(launched=submission.launched, record=_record_public(submission.record))
+
+    return await run_in_threadpool(submit)
