@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
@@ -148,10 +148,15 @@ async def classify(
 
 
 @router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400)})
-async def create_upload(body: UploadCreate, service: ServiceDep,
-                        principal: Annotated[Principal, require("classify")]) -> UploadGrantPublic:
+async def create_upload(
+    body: UploadCreate, service: ServiceDep, principal: Annotated[Principal, require("classify")],
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string per file (e.g. a UUID): retrying with the same key returns the same "
+                    "result id and blob, so a lost answer never leaves a stray pending result.")] = None,
+) -> UploadGrantPublic:
     """A short-lived URL to PUT one image straight into Blob Storage (`x-ms-blob-type: BlockBlob`)."""
-    grant = await run_in_threadpool(service.grant_upload, principal.user_id, body.filename)
+    grant = await run_in_threadpool(service.grant_upload, principal.user_id, body.filename, idempotency_key)
     return UploadGrantPublic(id=grant.result_id, upload_url=grant.upload_url, blob_name=grant.blob_name,
                              expires_at=grant.expires_at.isoformat(), result_url=f"/api/results/{grant.result_id}")
 

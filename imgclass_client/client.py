@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -178,7 +179,9 @@ def retry_after(response: httpx.Response, default: float) -> float:
 # --- upload -------------------------------------------------------------------------------------------------
 def _upload_one(client: ApiClient, path: Path, result: FileResult) -> None:
     try:
-        grant = client.request("POST", "uploads", json={"filename": path.name})
+        # One key per file: the client's own retries (timeouts, 503) then reuse the same result and blob.
+        grant = client.request("POST", "uploads", json={"filename": path.name},
+                               headers={"Idempotency-Key": uuid.uuid4().hex})
         if grant.status_code != 200:
             raise ClientError(f"upload refused: {error_message(grant)}")
         body = grant.json()

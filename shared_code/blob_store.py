@@ -38,6 +38,11 @@ def new_result_id() -> str:
     return uuid.uuid4().hex
 
 
+def idempotent_result_id(user_id: str, idempotency_key: str) -> str:
+    """The result id a client's retried grant request maps to: the same key from the same user, the same id."""
+    return uuid.uuid5(_BLOB_NAMESPACE, f"grant\n{user_id}\n{idempotency_key}").hex
+
+
 def safe_user_id(user_id: str) -> str:
     """User ids become partition keys and blob prefixes: only a conservative character set is allowed."""
     if not _USER_ID.fullmatch(user_id) or user_id in {".", ".."}:
@@ -97,9 +102,9 @@ class BlobStore:
         credential = DefaultAzureCredential(managed_identity_client_id=client_id or None)
         return cls(BlobServiceClient(account_url, credential=credential), uploads_container=uploads_container)
 
-    def grant_upload(self, user_id: str, filename: str, minutes: int) -> UploadGrant:
+    def grant_upload(self, user_id: str, filename: str, minutes: int, *, result_id: str | None = None) -> UploadGrant:
         """A create/write-only SAS URL for one new blob under the user's prefix."""
-        result_id = new_result_id()
+        result_id = result_id or new_result_id()
         blob_name = upload_blob_name(user_id, result_id, filename)
         start = datetime.now(UTC) - timedelta(minutes=1)  # tolerate small clock skew
         expiry = datetime.now(UTC) + timedelta(minutes=minutes)

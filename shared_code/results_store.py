@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import requests
+from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,14 +74,26 @@ class ResultDocument(BaseModel):
         return self.model_dump(by_alias=True, mode="json")
 
 
+def _transport() -> RequestsTransport:
+    """A requests transport that reads proxy settings once, not on every call.
+
+    `requests` re-reads the proxy environment (and .netrc) for every request when `trust_env` is on: ~0.5 ms
+    per Cosmos call on the classify path (docs/benchmark.md). With no proxy configured at start-up there is
+    nothing to find, so the lookup is switched off; with a proxy configured, requests keeps honouring it.
+    """
+    session = requests.Session()
+    session.trust_env = bool(urllib.request.getproxies())
+    return RequestsTransport(session=session, session_owner=True)
+
+
 def cosmos_client(endpoint: str, key: str, *, verify_tls: bool, client_id: str = "") -> CosmosClient:
     """A key-based client for the local emulator, otherwise the managed identity (local auth is off in Azure)."""
     if key:
-        return CosmosClient(endpoint, credential=key, connection_verify=verify_tls)
+        return CosmosClient(endpoint, credential=key, connection_verify=verify_tls, transport=_transport())
     from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - only the Azure path needs it
 
     credential = DefaultAzureCredential(managed_identity_client_id=client_id or None)
-    return CosmosClient(endpoint, credential=credential)
+    return CosmosClient(endpoint, credential=credential, transport=_transport())
 
 
 def ensure_container(client: CosmosClient, database: str, container: str) -> ContainerProxy:

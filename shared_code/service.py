@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared_code import telemetry
-from shared_code.blob_store import BlobStore, UploadGrant, new_result_id, parse_upload_blob_name, safe_user_id
-from shared_code.errors import DecodeTooSlow, ImageRejected, NotFound, ServiceError
+from shared_code.blob_store import (
+    BlobStore,
+    UploadGrant,
+    idempotent_result_id,
+    new_result_id,
+    parse_upload_blob_name,
+    safe_user_id,
+)
+from shared_code.errors import BadRequest, DecodeTooSlow, ImageRejected, NotFound, ServiceError
 from shared_code.model_repository import ModelProvider
 from shared_code.pipeline import ImageClassification
 from shared_code.results_store import (
@@ -84,9 +91,23 @@ class ClassificationService:
         return ModelRef(name=card.name, version=card.version)
 
     # --- direct uploads ---------------------------------------------------------------------------------
-    def grant_upload(self, user_id: str, filename: str) -> UploadGrant:
-        """An upload URL for one blob, and a `pending` result the client can poll right away."""
-        grant = self.blobs.grant_upload(safe_user_id(user_id), filename, self.upload_minutes)
+    def grant_upload(self, user_id: str, filename: str, idempotency_key: str | None = None) -> UploadGrant:
+        """An upload URL for one blob, and a `pending` result the client can poll right away.
+
+        With an idempotency key, a retried request (its answer lost to a timeout or a restart) maps to the same
+        result id and blob name: it gets a fresh URL for the same blob instead of leaving a second `pending`
+        result behind that no upload will ever complete.
+        """
+        user_id = safe_user_id(user_id)
+        result_id = idempotent_result_id(user_id, idempotency_key) if idempotency_key else None
+        grant = self.blobs.grant_upload(user_id, filename, self.upload_minutes, result_id=result_id)
+        if result_id is not None:
+            existing = self.results.find(user_id, result_id)
+            if existing is not None:
+                if existing.blob_name != grant.blob_name:
+                    raise BadRequest("this Idempotency-Key was already used for a file of another type; "
+                                     "use a new key for each file")
+                return grant
         self.results.upsert(ResultDocument(id=grant.result_id, user_id=user_id, status="pending", source="blob",
                                            filename=filename[:256], blob_name=grant.blob_name))
         return grant

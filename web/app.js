@@ -204,7 +204,9 @@ function uploadRow(file) {
 async function uploadOne(file, row) {
   try {
     row.status("Requesting upload URL", "active");
-    const grant = await apiJson("uploads", { method: "POST", json: { filename: file.name } });
+    // One key per file, so a retried grant request maps to the same result instead of a stray pending one.
+    const grant = await apiJson("uploads", { method: "POST", json: { filename: file.name },
+      headers: { "Idempotency-Key": crypto.randomUUID() } });
     row.status("Uploading", "active");
     await putBlob(grant.upload_url, file, (fraction) => row.progress(fraction));
     row.status("Uploaded; classifying", "active");

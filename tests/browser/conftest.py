@@ -9,6 +9,7 @@ to tests/.artifacts/browser/.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 
 from devstack.emulators import connection_string
 from devstack.processes import free_port
+from shared_code.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,8 +70,12 @@ class RunningStack:
 
 def _stack(root: Path, ports: dict[str, int], *arguments: str) -> subprocess.CompletedProcess[str]:
     options = [option for name, port in ports.items() for option in (f"--{name}-port", str(port))]
+    # The stack reads its settings file without overriding the environment, so app settings that other tests
+    # in this pytest process exported (signing key, endpoints) are kept out of the stack's environment.
+    app_settings = set(Settings.model_fields) | {"AzureWebJobsStorage"}
+    env = {name: value for name, value in os.environ.items() if name not in app_settings}
     return subprocess.run([sys.executable, "-m", "devstack.stack", *arguments, "--root", str(root), *options],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False)
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKe
 
 
 def settings(**values: str) -> Settings:
-    return Settings(AUTH_SIGNING_KEY="web-ui-test-signing-key-0123456789abcdef", **values)  # type: ignore[arg-type]
+    # Storage settings are always given, so a value another test left in the environment cannot leak in.
+    storage = {"STORAGE_CONNECTION_STRING": "", "STORAGE_ACCOUNT_URL": "", **values}
+    return Settings(AUTH_SIGNING_KEY="web-ui-test-signing-key-0123456789abcdef", **storage)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -100,3 +100,28 @@ def test_delete_removes_result_and_blob(api: TestClient, app_settings: dict[str,
     classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))
     assert api.delete(f"/api/results/{grant['id']}", headers=bearer("gina")).status_code == 204
     assert not blob_service(app_settings).get_blob_client("uploads", grant["blob_name"]).exists()
+
+
+def test_a_retried_grant_with_the_same_idempotency_key_reuses_its_result(
+        api: TestClient, app_settings: dict[str, str]) -> None:
+    user = "idem-user"
+    key = {"Idempotency-Key": "3f2b6c1e-retry-me", **bearer(user)}
+    first = api.post("/api/uploads", json={"filename": "cat.jpg"}, headers=key)
+    again = api.post("/api/uploads", json={"filename": "cat.jpg"}, headers=key)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["blob_name"] == first.json()["blob_name"]
+    # The retried answer's URL works for the same blob; the result then completes once.
+    put = httpx.put(again.json()["upload_url"], content=GREEN, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    classify_uploaded_blob(deliver(app_settings, again.json()["blob_name"]))
+    page = api.get("/api/results", params={"page_size": 50}, headers=bearer(user)).json()
+    assert [item["id"] for item in page["items"]] == [first.json()["id"]]
+    assert page["items"][0]["status"] == "done"
+    # The same key for another kind of file is a client bug, refused rather than silently re-pointed.
+    other = api.post("/api/uploads", json={"filename": "cat.png"}, headers=key)
+    assert other.status_code == 400 and "Idempotency-Key" in other.json()["error"]["message"]
+    # Without a key, every request is a new upload.
+    plain = [api.post("/api/uploads", json={"filename": "cat.jpg"}, headers=bearer(user)).json()["id"]
+             for _ in range(2)]
+    assert len(set(plain) | {first.json()["id"]}) == 3
