@@ -21,3 +21,8 @@ drift-window: .venv/.installed ## Run one drift window on the local stack now: m
 test-drift: .venv/.installed ## Drift tests: unit, emulator integration, and the real-photo check (skips without ../shared)
 	$(PY) -m pytest tests/unit/test_drift.py tests/unit/test_drift_stats.py tests/unit/test_drift_window.py \
 	  tests/integration/test_drift_flow.py tests/shared/test_drift_real.py -q -p no:cacheprovider $(PYTEST_ARGS)
+
+ROWS ?= 100000
+.PHONY: bench-drift
+bench-drift: .venv/.installed ## Time one drift computation on a large window: make bench-drift [ROWS=100000]; last line JSON
+	PYTHONPATH=. $(PY) -m bench.drift_timing --rows $(ROWS)
