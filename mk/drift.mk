@@ -3,10 +3,6 @@ DATA ?=
 WINDOW ?=
 DRIFT_MODEL = $(or $(MODEL),model/artifacts/current.card.json)
 
-.PHONY: drift-check
-drift-check: .venv/.installed ## Shifted-data drift check: make drift-check DATA=<folder> [MODEL=card|onnx]; last line JSON
-	@test -n "$(DATA)" || { echo "usage: make drift-check DATA=<folder with labels.csv or class subfolders> [MODEL=...]"; exit 2; }
-	$(PY) -m tools.drift_check check --data "$(DATA)" --model "$(DRIFT_MODEL)"
 
 .PHONY: drift-profile
 drift-profile: .venv/.installed ## Write the model's reference profile: make drift-profile DATA=<folder> [MODEL=card|onnx]

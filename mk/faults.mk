@@ -2,9 +2,6 @@
 # Defaults are inline ($(or ...)) so that these short variable names set nothing for other mk files.
 
 .PHONY: fault-test load-test test-faults
-fault-test: .venv/.installed ## 500 uploads, 20 host kills, 5 % Cosmos/Storage faults, 1 Azurite restart; last line JSON [UPLOADS= KILLS= FAULT_RATE= SEED=]
-	$(PY) -m tools.fault_test --uploads $(or $(UPLOADS),500) --kills $(or $(KILLS),20) \
-	  --fault-rate $(or $(FAULT_RATE),0.05) --seed $(or $(SEED),1) $(if $(MODEL),--model $(MODEL))
 
 load-test: .venv/.installed ## Steady request rate for DURATION s (default 180) at RATE/s (default 5): 5xx, p50/p95/p99, RSS slope; last line JSON
 	$(PY) -m tools.load_test --duration $(or $(DURATION),180) --rate $(or $(RATE),5) $(if $(MODEL),--model $(MODEL))

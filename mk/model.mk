@@ -37,6 +37,3 @@ model-card: .venv/.installed ## Write a card beside an ImageNet ONNX: make model
 quantize: .venv/.installed ## int8 static QDQ: make quantize MODEL=card|onnx CALIB=dir [CALIB_N=100 EVAL=dir]
 	$(PY) -m model.quantize $(or $(MODEL),$(DEFAULT_MODEL)) --calib $(CALIB) --n $(CALIB_N) $(if $(EVAL),--eval $(EVAL))
 
-.PHONY: eval
-eval: .venv/.installed ## Top-1/top-5, per-class F1, confusion: make eval MODEL=card|onnx DATA=dir [OUT=file.json]
-	$(PY) -m model.evaluate --model $(or $(MODEL),$(DEFAULT_MODEL)) --data $(DATA) $(if $(OUT),--out $(OUT))
