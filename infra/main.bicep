@@ -227,6 +227,7 @@ module roleAssignments 'modules/role-assignments.bicep' = {
     appPrincipalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     modelsContainerName: containers.models
+    uploadsContainerName: containers.uploads
     deadLetterContainerName: deadLetterContainerName
     applicationInsightsName: monitoring.outputs.name
     amlWorkspaceName: machineLearning.outputs.name

@@ -10,6 +10,9 @@ param storageAccountName string
 @description('Required. Name of the models container (the only container retraining writes to).')
 param modelsContainerName string
 
+@description('Required. Name of the uploads container (retraining jobs read corrected uploads from it).')
+param uploadsContainerName string
+
 @description('Required. Name of the container Event Grid writes dead letters to.')
 param deadLetterContainerName string
 
@@ -48,6 +51,7 @@ param deployPrincipalId string = ''
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
   storageBlobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a' // Storage Blob Delegator
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
@@ -68,6 +72,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: modelsContainerName
+}
+
+resource uploadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: uploadsContainerName
 }
 
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
@@ -187,6 +196,18 @@ resource amlComputeAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   scope: amlRegistry
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+    principalId: amlComputePrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Retraining jobs read the corrected uploads they train on (the job's `uploads` input): read-only, that
+// container only.
+resource amlComputeUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploadsContainer.id, amlComputePrincipalId, roles.storageBlobDataReader)
+  scope: uploadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: amlComputePrincipalId
     principalType: 'ServicePrincipal'
   }
