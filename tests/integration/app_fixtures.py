@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ from fastapi.testclient import TestClient
 
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
+from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
 from shared_code.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token
+from shared_code.drift import DriftRun
 from shared_code.results_store import cosmos_client, ensure_container
 from shared_code.settings import get_settings
 from tests.factories import make_tiny_model
@@ -115,3 +119,20 @@ def upload_and_classify(api: TestClient, app_settings: dict[str, str], user: str
     body = upload(api, user, data, filename)
     classify_uploaded_blob(deliver(app_settings, body["blob_name"]))
     return body
+
+
+def fire_timer_together(now: datetime, instances: int = 2, timeout: float = 120.0) -> list[DriftRun]:
+    """The drift timer fired by several instances at the same moment (threads released together); all runs."""
+    start = threading.Barrier(instances)
+    runs: list[DriftRun] = []
+
+    def fire() -> None:
+        start.wait()
+        runs.extend(run_due_windows(past_due=False, last_run=None, now=now))
+
+    threads = [threading.Thread(target=fire) for _ in range(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return runs

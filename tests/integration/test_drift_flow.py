@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from functions.drift_timer import drift_check, run_due_windows
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
 from shared_code.classifier import load_classifier
-from shared_code.drift import PROFILE_FILE, DriftRun, build_reference_profile, drift_row
+from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row
 from shared_code.drift_store import DriftStore, report_blob_name
 from shared_code.drift_window import DriftWindow, last_complete_window
 from shared_code.model_card import load_card
@@ -30,7 +29,7 @@ from shared_code.pipeline import ClassificationPipeline
 from shared_code.service import UploadedFile
 from shared_code.settings import get_settings
 from tests.factories import make_tiny_model
-from tests.integration.app_fixtures import bearer, blob_service
+from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
 
 pytestmark = pytest.mark.integration
 
@@ -82,21 +81,10 @@ def _store() -> DriftStore:
 
 def test_timer_runs_each_window_once_however_many_instances_fire(dark_window: DriftWindow) -> None:
     future = dark_window.end + timedelta(minutes=5)
-    runs: list[list[DriftRun]] = []
-    start = threading.Barrier(2)
-
-    def fire() -> None:
-        start.wait()
-        runs.append(run_due_windows(past_due=False, last_run=None, now=future))
-
-    threads = [threading.Thread(target=fire) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    statuses = sorted(run.status for batch in runs for run in batch)
+    runs = fire_timer_together(future)
+    statuses = sorted(run.status for run in runs)
     assert statuses == ["completed", "skipped"]
-    completed = next(run for batch in runs for run in batch if run.status == "completed")
+    completed = next(run for run in runs if run.status == "completed")
     assert completed.window == dark_window
 
     again = run_due_windows(past_due=False, last_run=None, now=future)

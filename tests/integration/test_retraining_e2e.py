@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from shared_code.pipeline import ClassificationPipeline
 from shared_code.results_store import cosmos_client, ensure_container
 from shared_code.settings import get_settings
 from tests.factories import SHARED_PHOTOS
-from tests.integration.app_fixtures import bearer, blob_service, upload_and_classify
+from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together, upload_and_classify
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,18 +161,7 @@ def test_corrections_retrain_promote_and_serve_a_better_model(setup: Setup, app_
 
         # the timer fires twice (two instances) for the window, and once more later
         future = setup.window.end + timedelta(minutes=5)
-        barrier = threading.Barrier(2)
-        runs: list[Any] = []
-
-        def fire() -> None:
-            barrier.wait()
-            runs.extend(run_due_windows(past_due=False, last_run=None, now=future))
-
-        threads = [threading.Thread(target=fire) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        runs = fire_timer_together(future)
         run_due_windows(past_due=False, last_run=None, now=future)
         completed = [run for run in runs if run.status == "completed"]
         assert len(completed) == 1 and completed[0].summary is not None, runs

@@ -9,12 +9,10 @@ from __future__ import annotations
 import io
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +44,7 @@ from shared_code.retraining import (
 from shared_code.service import BlobEvent
 from shared_code.settings import get_settings
 from tests.factories import make_tiny_model
-from tests.integration.app_fixtures import bearer, blob_service
+from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
 
 pytestmark = pytest.mark.integration
 DATABASE = "imgclass-retraining-it"  # its own database: the drift tests claim the same windows in theirs
@@ -135,20 +133,9 @@ def _deps() -> RetrainingDependencies:
 
 def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
     future = flow.window.end + timedelta(minutes=5)
-    batches: list[Any] = []
-    barrier = threading.Barrier(2)
-
-    def fire() -> None:
-        barrier.wait()
-        batches.append(run_due_windows(past_due=False, last_run=None, now=future))
-
-    threads = [threading.Thread(target=fire) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    runs = fire_timer_together(future)
     run_due_windows(past_due=False, last_run=None, now=future)  # a third, later firing
-    completed = [run for batch in batches for run in batch if run.status == "completed"]
+    completed = [run for run in runs if run.status == "completed"]
     assert len(completed) == 1 and completed[0].summary is not None
     summary = completed[0].summary
     assert summary.drift and summary.retraining_requested
