@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,4 +74,37 @@ def with_classifier_weights(card_path: Path) -> Path:
     card = ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
     card_path.write_text(card.model_copy(update={"classifier_weights_file": "classifier.npz"}).to_json() + "\n",
                          encoding="utf-8")
+    return card_path
+
+
+def noisy_photo(rng: np.random.Generator, dim: float = 1.0) -> bytes:
+    """A noisy colour field as PNG; `dim` < 1 darkens it like an underexposed camera."""
+    base = rng.uniform(40, 220, 3)
+    pixels = np.clip((base + rng.normal(0, 25, (48, 64, 3))) * dim, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_profiled_tiny_model(profiler_folder: Path, model_folder: Path, *, version: str, seed: int,
+                             photos: int = 80) -> Path:
+    """A tiny model whose card names a reference profile of `photos` normally lit noisy photos.
+
+    Classifiers are cached per file, so the profile is made with an identical copy in `profiler_folder` and
+    the served copy loads only its final card.
+    """
+    from shared_code.classifier import load_classifier  # noqa: PLC0415 - drift helpers only where needed
+    from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row  # noqa: PLC0415
+    from shared_code.model_card import load_card  # noqa: PLC0415
+    from shared_code.pipeline import ClassificationPipeline  # noqa: PLC0415
+
+    profiler = ClassificationPipeline(load_classifier(make_tiny_model(profiler_folder, version=version)))
+    card_path = make_tiny_model(model_folder, version=version)
+    card, _ = load_card(card_path)
+    rng = np.random.default_rng(seed)
+    outcomes = profiler.classify_many([noisy_photo(rng) for _ in range(photos)], top_k=1)
+    rows = [drift_row(o.features.to_dict(), o.predictions[0].label, known_label=o.predictions[0].label)
+            for o in outcomes if not isinstance(o, Exception)]
+    (card_path.parent / PROFILE_FILE).write_text(json.dumps(build_reference_profile(rows, model=card)))
+    card_path.write_text(card.model_copy(update={"reference_profile_file": PROFILE_FILE}).to_json())
     return card_path

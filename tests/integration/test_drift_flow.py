@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,50 +12,27 @@ import pytest
 from azure.functions.timer import TimerRequest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from functions import dependencies
 from functions.drift_api import drift_router, drift_store_for
 from functions.drift_timer import drift_check, run_due_windows
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
-from shared_code.classifier import load_classifier
-from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row
 from shared_code.drift_store import DriftStore, report_blob_name
 from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.model_card import load_card
-from shared_code.pipeline import ClassificationPipeline
 from shared_code.service import UploadedFile
 from shared_code.settings import get_settings
-from tests.factories import make_tiny_model
+from tests.factories import make_profiled_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
 
 pytestmark = pytest.mark.integration
 
 
-def photo(rng: np.random.Generator, dim: float = 1.0) -> bytes:
-    """A noisy colour field; `dim` < 1 darkens it like an underexposed camera."""
-    base = rng.uniform(40, 220, 3)
-    pixels = np.clip((base + rng.normal(0, 25, (48, 64, 3))) * dim, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def drift_model(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tiny model version of its own, with a reference profile of 80 normally lit photos, served by the app."""
-    # classifiers are cached per file: profile with an identical copy, so the served one loads the final card
-    profiler = ClassificationPipeline(load_classifier(make_tiny_model(tmp_path_factory.mktemp("drift-profiler"),
-                                                                      version="drift")))
-    card_path = make_tiny_model(tmp_path_factory.mktemp("drift-model"), version="drift")
-    card, _ = load_card(card_path)
-    rng = np.random.default_rng(7)
-    outcomes = profiler.classify_many([photo(rng) for _ in range(80)], top_k=1)
-    rows = [drift_row(o.features.to_dict(), o.predictions[0].label, known_label=o.predictions[0].label)
-            for o in outcomes if not isinstance(o, Exception)]
-    (card_path.parent / PROFILE_FILE).write_text(json.dumps(build_reference_profile(rows, model=card)))
-    card_path.write_text(card.model_copy(update={"reference_profile_file": PROFILE_FILE}).to_json())
+    card_path = make_profiled_tiny_model(tmp_path_factory.mktemp("drift-profiler"),
+                                         tmp_path_factory.mktemp("drift-model"), version="drift", seed=7)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MODEL_PATH", str(card_path))
         dependencies.reset()
@@ -71,7 +47,7 @@ def dark_window(drift_model: Path) -> DriftWindow:
     service = dependencies.get_service()
     rng = np.random.default_rng(8)
     for user in ("drift-user-a", "drift-user-b"):
-        service.classify_files(user, [UploadedFile(f"{i}.png", photo(rng, 0.4)) for i in range(20)], top_k=1)
+        service.classify_files(user, [UploadedFile(f"{i}.png", noisy_photo(rng, 0.4)) for i in range(20)], top_k=1)
     return window
 
 
@@ -204,7 +180,7 @@ def test_drift_routes_need_admin_and_valid_keys(drift_api: TestClient) -> None:
 def test_feedback_sets_the_corrected_label(drift_api: TestClient, drift_model: Path) -> None:
     service = dependencies.get_service()
     rng = np.random.default_rng(9)
-    [document] = service.classify_files("fb-alice", [UploadedFile("a.png", photo(rng))], top_k=1)
+    [document] = service.classify_files("fb-alice", [UploadedFile("a.png", noisy_photo(rng))], top_k=1)
     url = f"/api/results/{document.id}/feedback"
     response = drift_api.post(url, json={"label": "green"}, headers=bearer("fb-alice"))
     assert response.status_code == 200, response.text

@@ -6,7 +6,6 @@ venv: it logs each invocation, checks the images it was given exist, and prints 
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Iterator
@@ -17,21 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from functions import dependencies
 from functions.drift_api import drift_store_for
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
 from functions.models_api import retraining_dependencies
-from shared_code.classifier import load_classifier
-from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row
 from shared_code.drift_window import DriftWindow, last_complete_window
 from shared_code.feedback import record_feedback
 from shared_code.local_training import LocalLauncher
 from shared_code.model_card import load_card
 from shared_code.model_repository import BlobModelRepository
-from shared_code.pipeline import ClassificationPipeline
 from shared_code.results_store import cosmos_client, ensure_container
 from shared_code.retraining import (
     RetrainingDependencies,
@@ -43,7 +38,7 @@ from shared_code.retraining import (
 )
 from shared_code.service import BlobEvent
 from shared_code.settings import get_settings
-from tests.factories import make_tiny_model
+from tests.factories import make_profiled_tiny_model, make_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
 
 pytestmark = pytest.mark.integration
@@ -64,14 +59,6 @@ print(json.dumps({{"promoted": False, "name": options["--name"], "version": opti
 '''
 
 
-def photo(rng: np.random.Generator, dim: float = 1.0) -> bytes:
-    base = rng.uniform(40, 220, 3)
-    pixels = np.clip((base + rng.normal(0, 25, (48, 64, 3))) * dim, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class Flow:
     window: DriftWindow
@@ -90,15 +77,9 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """RETRAIN_MODE=local with the stand-in trainer; a tiny model with a reference profile of 80 normal photos;
     40 dark uploads through the blob flow, each corrected by its owner, in the window holding now."""
     root = tmp_path_factory.mktemp("retraining")
-    profiler = ClassificationPipeline(load_classifier(make_tiny_model(root / "profiler", version="retrain")))
-    card_path = make_tiny_model(root / "model", version="retrain")
+    card_path = make_profiled_tiny_model(root / "profiler", root / "model", version="retrain", seed=11)
     card, _ = load_card(card_path)
-    rng = np.random.default_rng(11)
-    outcomes = profiler.classify_many([photo(rng) for _ in range(80)], top_k=1)
-    rows = [drift_row(o.features.to_dict(), o.predictions[0].label, known_label=o.predictions[0].label)
-            for o in outcomes if not isinstance(o, Exception)]
-    (card_path.parent / PROFILE_FILE).write_text(json.dumps(build_reference_profile(rows, model=card)))
-    card_path.write_text(card.model_copy(update={"reference_profile_file": PROFILE_FILE}).to_json())
+    rng = np.random.default_rng(12)  # the dark uploads of the window
     trainer = root / "fake-python"
     trainer.write_text(FAKE_TRAINER.format(python=sys.executable))
     trainer.chmod(0o755)
@@ -117,7 +98,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         for i in range(40):
             user = f"retrain-user-{i % 2}"
             blob_name = f"{user}/{i:032x}.png"
-            data = photo(rng, 0.4)
+            data = noisy_photo(rng, 0.4)
             etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
             result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
             assert result.status == "done", result
@@ -202,7 +183,7 @@ def test_deleted_uploads_are_left_out_of_the_training_set(flow: Flow, app_settin
     deps = _deps()
     service = dependencies.get_service()
     uploads = blob_service(app_settings).get_container_client("uploads")
-    data = photo(np.random.default_rng(3), 0.4)
+    data = noisy_photo(np.random.default_rng(3), 0.4)
     blob_name = f"retrain-user-0/{'f' * 32}.png"
     etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
     result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
