@@ -7,13 +7,22 @@ local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "<secret>", "replace-me"})
+# Entra writes ids in lower case and the claims are compared exactly, so upper case is a misconfiguration.
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# The v2.0 issuer Entra ID writes into access tokens: always the tenant id (never a domain name), per cloud.
+ENTRA_V2_ISSUER = re.compile(
+    rf"^https://login\.(?:microsoftonline\.com|microsoftonline\.us|chinacloudapi\.cn)/(?P<tenant>{_GUID})/v2\.0$")
+ENTRA_CLIENT_ID = re.compile(rf"^{_GUID}$")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class SettingsError(RuntimeError):
@@ -106,13 +115,33 @@ class Settings(BaseSettings):
         if self.AUTH_MODE == "local" and len(self.AUTH_SIGNING_KEY) < 32:
             raise ValueError("AUTH_SIGNING_KEY must be at least 32 characters (HS256 key strength)")
         if self.AUTH_MODE == "entra":
-            if not self.AUTH_JWKS_URL:
-                raise ValueError("AUTH_JWKS_URL is required when AUTH_MODE=entra")
+            self._check_entra()
             if self.COSMOS_KEY or self.STORAGE_CONNECTION_STRING:
                 raise ValueError("COSMOS_KEY / STORAGE_CONNECTION_STRING are local-only: Azure uses managed identity")
         if self.MODEL_SOURCE == "blob" and not self.MODEL_NAME:
             raise ValueError("MODEL_NAME is required when MODEL_SOURCE=blob")
         return self
+
+    def _check_entra(self) -> None:
+        """Entra v2 access tokens: `iss` names the tenant id, `aud` is the API's client id (docs/identity.md)."""
+        if not ENTRA_V2_ISSUER.fullmatch(self.AUTH_ISSUER):
+            raise ValueError("AUTH_ISSUER must be the Entra v2.0 issuer https://login.microsoftonline.com/"
+                             "<tenant id>/v2.0 (lower-case GUID) when AUTH_MODE=entra")
+        if not ENTRA_CLIENT_ID.fullmatch(self.AUTH_AUDIENCE):
+            raise ValueError("AUTH_AUDIENCE must be the API's client id (a lower-case GUID) when AUTH_MODE=entra: "
+                             "v2 access tokens carry it as `aud`, not the application id URI")
+        if not self.AUTH_JWKS_URL:
+            raise ValueError("AUTH_JWKS_URL is required when AUTH_MODE=entra")
+        jwks = urlsplit(self.AUTH_JWKS_URL)
+        # Plain HTTP only to this machine (the local issuer of the rehearsal); anything else could be spoofed.
+        if not (jwks.scheme == "https" or (jwks.scheme == "http" and jwks.hostname in _LOOPBACK_HOSTS)):
+            raise ValueError("AUTH_JWKS_URL must use https (plain http only on loopback)")
+
+    @property
+    def entra_tenant_id(self) -> str:
+        """The tenant id in AUTH_ISSUER (AUTH_MODE=entra); empty otherwise."""
+        match = ENTRA_V2_ISSUER.fullmatch(self.AUTH_ISSUER)
+        return match["tenant"] if match else ""
 
 
 def load_settings() -> Settings:
