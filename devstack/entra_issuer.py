@@ -129,6 +129,11 @@ class EntraIssuer:
         return self._current().kid
 
     @property
+    def signing_private_key(self) -> rsa.RSAPrivateKey:
+        """The current signing key (tests share it with another issuer to isolate one claim)."""
+        return self._current().private_key
+
+    @property
     def published_kids(self) -> list[str]:
         with self._lock:
             return [key.kid for key in self._keys]
