@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, LinearRetry, generate_blob_sas
 
 from shared_code.errors import BadRequest, ImageTooLarge, NotFound, TransientError
 
@@ -24,6 +24,16 @@ ALLOWED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _BLOB_NAMESPACE = uuid.UUID("6f1c2b9e-4d0a-4c55-9a57-2f8e0d3b7c11")
+
+
+def request_retry_policy() -> LinearRetry:
+    """Retries for a client that serves HTTP requests: three, 2 s (+-1 s) apart.
+
+    The SDK's default (15 s initial backoff, base 3) also retries a failed managed identity token request,
+    so an identity without its endpoint or role held every upload grant for ~90 s before the 503
+    (tests/integration/test_managed_identity.py). Event Grid and the timer retry whole invocations anyway.
+    """
+    return LinearRetry(backoff=2, random_jitter_range=1, retry_total=3)
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,8 @@ class BlobStore:
         from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - Azure path only
 
         credential = DefaultAzureCredential(managed_identity_client_id=client_id or None)
-        return cls(BlobServiceClient(account_url, credential=credential), uploads_container=uploads_container)
+        service = BlobServiceClient(account_url, credential=credential, retry_policy=request_retry_policy())
+        return cls(service, uploads_container=uploads_container)
 
     def grant_upload(self, user_id: str, filename: str, minutes: int, *, result_id: str | None = None) -> UploadGrant:
         """A create/write-only SAS URL for one new blob under the user's prefix."""

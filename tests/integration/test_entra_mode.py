@@ -43,7 +43,8 @@ def api(issuer: EntraIssuer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestCl
 
 
 def me(api: TestClient, token: str) -> httpx.Response:
-    return api.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    response: httpx.Response = api.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    return response
 
 
 def test_the_discovery_document_names_the_configured_issuer_and_jwks(issuer: EntraIssuer) -> None:

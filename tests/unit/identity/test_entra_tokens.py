@@ -90,6 +90,17 @@ def test_a_v1_token_is_accepted_with_its_own_issuer_and_audience(issuer: EntraIs
     assert authenticate(settings, bearer(token)).scopes == {"classify"}
 
 
+def resolve(value: object, issuer: EntraIssuer) -> object:
+    """Fill in the issuer's ids (`{client}`, `{tenant}`) and relative times (`+600`) of a claim template."""
+    if isinstance(value, str) and value.startswith("+"):
+        return int(time.time()) + int(value[1:])
+    if isinstance(value, str):
+        return value.format(client=issuer.client_id, tenant=issuer.tenant_id)
+    if isinstance(value, list):
+        return [resolve(item, issuer) for item in value]
+    return value
+
+
 @pytest.mark.parametrize(("label", "changes"), [
     ("v2 issuer with the v1 audience", {"aud": "api://{client}"}),
     ("v1 issuer with the v2 audience", {"iss": "https://sts.windows.net/{tenant}/", "ver": "1.0"}),
@@ -113,13 +124,7 @@ def test_tokens_mixing_shapes_or_missing_required_claims_are_401(issuer: EntraIs
     claims = issuer.base_claims(oid=USER, client_app_id="2f0c8a51-58e1-4d1b-9a8c-1c4e9f0b7a22")
     claims["scp"] = "classify"
     for name, value in changes.items():
-        if isinstance(value, str) and value.startswith("+"):
-            value = int(time.time()) + int(value[1:])
-        elif isinstance(value, str):
-            value = value.format(client=issuer.client_id, tenant=issuer.tenant_id)
-        elif isinstance(value, list):
-            value = [item.format(client=issuer.client_id) for item in value]
-        claims[name] = value
+        claims[name] = resolve(value, issuer)
     with pytest.raises(Unauthorized):
         authenticate(settings, bearer(issuer.mint(claims)))
 
