@@ -116,8 +116,15 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_SIGNING_KEY must be at least 32 characters (HS256 key strength)")
         if self.AUTH_MODE == "entra":
             self._check_entra()
-            if self.COSMOS_KEY or self.STORAGE_CONNECTION_STRING:
-                raise ValueError("COSMOS_KEY / STORAGE_CONNECTION_STRING are local-only: Azure uses managed identity")
+            # Keys and connection strings exist for the emulators only; on loopback they are allowed in entra mode
+            # too, so the rehearsal runs with the settings Bicep gives (the Cosmos emulator has no Entra auth).
+            if self.COSMOS_KEY and not _is_loopback_url(self.COSMOS_ENDPOINT):
+                raise ValueError("COSMOS_KEY is local-only (an emulator on loopback): Azure uses managed identity")
+            if self.STORAGE_CONNECTION_STRING and not _is_loopback_storage(self.STORAGE_CONNECTION_STRING):
+                raise ValueError("STORAGE_CONNECTION_STRING is local-only (Azurite on loopback): Azure uses managed "
+                                 "identity (STORAGE_ACCOUNT_URL)")
+            if not self.COSMOS_VERIFY_TLS and not _is_loopback_url(self.COSMOS_ENDPOINT):
+                raise ValueError("COSMOS_VERIFY_TLS=false is for the local emulator's self-signed certificate only")
         if self.MODEL_SOURCE == "blob" and not self.MODEL_NAME:
             raise ValueError("MODEL_NAME is required when MODEL_SOURCE=blob")
         return self
@@ -142,6 +149,19 @@ class Settings(BaseSettings):
         """The tenant id in AUTH_ISSUER (AUTH_MODE=entra); empty otherwise."""
         match = ENTRA_V2_ISSUER.fullmatch(self.AUTH_ISSUER)
         return match["tenant"] if match else ""
+
+
+def _is_loopback_url(url: str) -> bool:
+    return urlsplit(url).hostname in _LOOPBACK_HOSTS
+
+
+def _is_loopback_storage(connection_string: str) -> bool:
+    """True when every endpoint the connection string names is on this machine (Azurite)."""
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        return True
+    endpoints = [value for name, value in parts.items() if name.endswith("Endpoint")]
+    return bool(endpoints) and all(_is_loopback_url(endpoint) for endpoint in endpoints)
 
 
 def load_settings() -> Settings:

@@ -8,8 +8,10 @@
   call carries a bearer token, and the upload grant is a **user delegation SAS** (a key from
   `get_user_delegation_key`, derived by Azurite from the token's oid/tid), verified by Azurite on the PUT.
 
-The Cosmos DB emulator has no Entra ID data-plane auth, so Cosmos still uses its key here (docs/identity.md);
-auth stays local (HS256) because entra mode refuses COSMOS_KEY.
+The app runs with the identity settings main.bicep gives it (AUTH_MODE=entra, the v2.0 issuer, the API's
+client id as audience, AZURE_CLIENT_ID) and callers present tokens of the local Entra issuer, so this is
+the Azure request path end to end. The Cosmos DB emulator has no Entra ID data-plane auth, so Cosmos still
+uses its key here (allowed in entra mode for a loopback endpoint only; docs/identity.md).
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ from devstack.managed_identity import ManagedIdentityEndpoint
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
-from shared_code.auth import DEFAULT_USER_SCOPES, issue_token
 from shared_code.results_store import cosmos_client, ensure_container
-from shared_code.settings import get_settings
 from tests.factories import image_bytes, make_tiny_model
-from tests.integration.app_fixtures import SIGNING_KEY
 
 pytestmark = pytest.mark.integration
 STORAGE_RESOURCE = "https://storage.azure.com"
+ALICE, BOB, CAROL = ("a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002",
+                     "ca201000-0000-4000-8000-000000000003")
 
 
 @dataclass
@@ -51,6 +52,10 @@ class IdentityStack:
     azurite: Azurite
     identity: ManagedIdentityEndpoint
     settings: dict[str, str]
+
+    def bearer(self, user: str) -> dict[str, str]:
+        """A delegated Entra v2.0 token of `user` with the default scopes."""
+        return {"Authorization": f"Bearer {self.identity.issuer.user_token(user)}"}
 
     @property
     def ca_file(self) -> str:
@@ -78,16 +83,17 @@ def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]
 
 @pytest.fixture(scope="module")
 def stack(oauth_azurite: Azurite, cosmos: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityStack]:
-    with ManagedIdentityEndpoint(EntraIssuer()) as identity, pytest.MonkeyPatch.context() as env:
+    with EntraIssuer() as issuer, ManagedIdentityEndpoint(issuer) as identity, pytest.MonkeyPatch.context() as env:
         assert oauth_azurite.ca_file is not None
         values = {
             **identity.environment(),  # IDENTITY_ENDPOINT, IDENTITY_HEADER (the platform), AZURE_CLIENT_ID (Bicep)
+            **issuer.app_settings(),  # AUTH_MODE=entra, AUTH_ISSUER, AUTH_AUDIENCE as Bicep; AUTH_JWKS_URL local
             "REQUESTS_CA_BUNDLE": str(oauth_azurite.ca_file),
             "STORAGE_ACCOUNT_URL": oauth_azurite.blob_endpoint, "STORAGE_CONNECTION_STRING": "",
             "COSMOS_ENDPOINT": cosmos.endpoint, "COSMOS_KEY": cosmos.key, "COSMOS_VERIFY_TLS": "false",
             "COSMOS_DATABASE": "imgclass-mi", "COSMOS_RESULTS_CONTAINER": "results",
             "MODEL_SOURCE": "local", "MODEL_PATH": str(make_tiny_model(tmp_path_factory.mktemp("mi-model"))),
-            "AUTH_MODE": "local", "AUTH_SIGNING_KEY": SIGNING_KEY, "RATE_LIMIT_PER_MINUTE": "0",
+            "AUTH_SIGNING_KEY": "", "RATE_LIMIT_PER_MINUTE": "0",
             "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
         }
         for name, value in values.items():
@@ -111,10 +117,6 @@ def api(stack: IdentityStack) -> Iterator[TestClient]:
     with TestClient(create_api()) as client:
         yield client
     dependencies.reset()
-
-
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(get_settings(), user, DEFAULT_USER_SCOPES)}"}
 
 
 def deliver(stack: IdentityStack, blob_name: str) -> func.blob.InputStream:
@@ -155,7 +157,7 @@ def test_azurite_in_oauth_mode_needs_a_credential(stack: IdentityStack) -> None:
 
 
 def test_a_user_delegation_sas_upload_is_classified_to_done(stack: IdentityStack, api: TestClient) -> None:
-    grant = api.post("/api/uploads", json={"filename": "photo.png"}, headers=bearer("mi-alice"))
+    grant = api.post("/api/uploads", json={"filename": "photo.png"}, headers=stack.bearer(ALICE))
     assert grant.status_code == 200, grant.text
     body = grant.json()
     query = {name: values[0] for name, values in parse_qs(urlsplit(body["upload_url"]).query).items()}
@@ -167,15 +169,15 @@ def test_a_user_delegation_sas_upload_is_classified_to_done(stack: IdentityStack
     put = httpx.put(body["upload_url"], content=image_bytes("PNG", size=(40, 40)),
                     headers={"x-ms-blob-type": "BlockBlob"}, verify=stack.tls)
     assert put.status_code == 201, put.text
-    assert api.get(body["result_url"], headers=bearer("mi-alice")).json()["status"] == "pending"
+    assert api.get(body["result_url"], headers=stack.bearer(ALICE)).json()["status"] == "pending"
 
     classify_uploaded_blob(deliver(stack, body["blob_name"]))
-    result = api.get(body["result_url"], headers=bearer("mi-alice"))
+    result = api.get(body["result_url"], headers=stack.bearer(ALICE))
     assert result.status_code == 200 and result.json()["status"] == "done", result.text
 
 
 def test_the_user_delegation_sas_grants_exactly_one_blob(stack: IdentityStack, api: TestClient) -> None:
-    body = api.post("/api/uploads", json={"filename": "one.png"}, headers=bearer("mi-bob")).json()
+    body = api.post("/api/uploads", json={"filename": "one.png"}, headers=stack.bearer(BOB)).json()
     url = urlsplit(body["upload_url"])
     other = url._replace(path=url.path.rsplit("/", 1)[0] + "/other.png").geturl()
     put = httpx.put(other, content=b"x", headers={"x-ms-blob-type": "BlockBlob"}, verify=stack.tls)
@@ -192,7 +194,7 @@ def test_without_the_identity_endpoint_a_grant_is_503_not_an_account_key_fallbac
     dependencies.reset()
     with TestClient(create_api()) as client:
         started = time.monotonic()
-        response = client.post("/api/uploads", json={"filename": "photo.png"}, headers=bearer("mi-carol"))
+        response = client.post("/api/uploads", json={"filename": "photo.png"}, headers=stack.bearer(CAROL))
         elapsed = time.monotonic() - started
     assert response.status_code == 503, response.text
     assert elapsed < 30, f"the grant waited {elapsed:.0f} s (SDK default retries: ~90 s)"

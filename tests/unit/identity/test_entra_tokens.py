@@ -149,3 +149,27 @@ def test_a_scope_claim_is_not_read_from_entra_tokens(issuer: EntraIssuer, settin
     # `scope` is what this service writes into its own local tokens; Entra access tokens use `scp`.
     principal = authenticate(settings, bearer(issuer.user_token(USER, (), scope="classify admin")))
     assert principal.scopes == frozenset()
+
+
+# --- keys in entra mode ----------------------------------------------------------------------------------
+AZURITE = ("DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=a2V5;"
+           "BlobEndpoint=https://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=https://127.0.0.1:10001/devstoreaccount1;")
+
+
+@pytest.mark.parametrize("changes", [
+    {"COSMOS_ENDPOINT": "https://cosmos-x.documents.azure.com:443/", "COSMOS_KEY": "a2V5"},
+    {"STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=stx;AccountKey=a2V5;"
+                                  "EndpointSuffix=core.windows.net"},
+    {"STORAGE_CONNECTION_STRING": AZURITE.replace("QueueEndpoint=https://127.0.0.1", "QueueEndpoint=https://evil.test")},
+    {"COSMOS_ENDPOINT": "https://cosmos-x.documents.azure.com:443/", "COSMOS_VERIFY_TLS": "false"},
+])
+def test_entra_mode_refuses_keys_and_unverified_tls_for_azure_endpoints(changes: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="local"):
+        Settings(**bicep_shaped(TENANT, **changes))  # type: ignore[arg-type]
+
+
+def test_entra_mode_accepts_the_emulators_keys_on_loopback() -> None:
+    # The rehearsal runs the Bicep settings against the emulators: the Cosmos emulator has no Entra ID auth.
+    Settings(**bicep_shaped(TENANT, COSMOS_ENDPOINT="https://127.0.0.1:8081/", COSMOS_KEY="a2V5",  # type: ignore[arg-type]
+                            COSMOS_VERIFY_TLS="false", STORAGE_CONNECTION_STRING=AZURITE))
+    Settings(**bicep_shaped(TENANT, STORAGE_CONNECTION_STRING="UseDevelopmentStorage=true"))  # type: ignore[arg-type]
