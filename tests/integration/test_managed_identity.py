@@ -160,7 +160,7 @@ def test_a_user_delegation_sas_upload_is_classified_to_done(stack: IdentityStack
     grant = api.post("/api/uploads", json={"filename": "photo.png"}, headers=stack.bearer(ALICE))
     assert grant.status_code == 200, grant.text
     body = grant.json()
-    query = {name: values[0] for name, values in parse_qs(urlsplit(body["upload_url"]).query).items()}
+    query = sas_query(body["upload_url"])
     # Signed with a user delegation key of the managed identity, for HTTPS, create+write only.
     assert query["skoid"] == stack.identity.principal_id and query["sktid"] == stack.identity.issuer.tenant_id
     assert query["spr"] == "https" and query["sp"] == "cw" and query["sr"] == "b"
@@ -174,6 +174,24 @@ def test_a_user_delegation_sas_upload_is_classified_to_done(stack: IdentityStack
     classify_uploaded_blob(deliver(stack, body["blob_name"]))
     result = api.get(body["result_url"], headers=stack.bearer(ALICE))
     assert result.status_code == 200 and result.json()["status"] == "done", result.text
+
+
+def sas_query(upload_url: str) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(urlsplit(upload_url).query).items()}
+
+
+def test_grants_share_one_delegation_key_and_never_outlive_it(stack: IdentityStack, api: TestClient) -> None:
+    grants = []
+    for i in range(3):
+        grants.append(api.post("/api/uploads", json={"filename": f"k{i}.png"}, headers=stack.bearer(BOB)).json())
+        time.sleep(1.1)  # SAS times have whole seconds: a key per grant would show a different skt/ske
+    queries = [sas_query(grant["upload_url"]) for grant in grants]
+    assert len({(query["skt"], query["ske"]) for query in queries}) == 1  # one Storage round trip, not three
+    assert all(query["se"] <= query["ske"] for query in queries)  # ISO 8601 UTC strings sort as times
+    for grant in grants:
+        put = httpx.put(grant["upload_url"], content=image_bytes("PNG", size=(8, 8)),
+                        headers={"x-ms-blob-type": "BlockBlob"}, verify=stack.tls)
+        assert put.status_code == 201, put.text
 
 
 def test_the_user_delegation_sas_grants_exactly_one_blob(stack: IdentityStack, api: TestClient) -> None:
