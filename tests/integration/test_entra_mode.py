@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from devstack.entra_issuer import EntraIssuer
 from functions import dependencies
 from functions.http_api import create_api
-from shared_code.auth import jwks_keys
+from shared_code.identity.auth import jwks_keys
 
 pytestmark = pytest.mark.integration
 USER = "3c9a7b12-5e4f-4d61-8a2b-9f0e1c7d6b54"

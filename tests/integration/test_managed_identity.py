@@ -38,7 +38,7 @@ from devstack.managed_identity import ManagedIdentityEndpoint
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
-from shared_code.results_store import cosmos_client, ensure_container
+from shared_code.cosmos import cosmos_client, ensure_container
 from tests.factories import image_bytes, make_tiny_model
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.entra_issuer import EntraIssuer
-from shared_code.auth import authenticate
 from shared_code.errors import Forbidden, Unauthorized
+from shared_code.identity.auth import authenticate
 from shared_code.settings import Settings
 
 pytestmark = pytest.mark.unit
