@@ -2,7 +2,9 @@
 
 Names are UPPER_SNAKE and identical in `local.settings.sample.json`, this class and the Bicep outputs.
 In Azure every data path uses the managed identity; the connection-string and key settings exist for the
-local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure).
+local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure) unless they name an emulator on
+loopback (the offline rehearsal of the Azure settings). In entra mode the identity settings must have the
+shape Entra v2.0 access tokens have (see `_check_entra`, docs/identity.md).
 """
 
 from __future__ import annotations
