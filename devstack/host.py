@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,9 @@ from azure.functions.decorators.blob import BlobTrigger
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.decorators.timer import TimerTrigger
 
+from devstack.blob_queue import BlobQueueOptions, BlobTriggerQueue, Registration, is_event_grid
 from devstack.blob_trigger import BlobTriggerListener, BlobTriggerOptions
+from devstack.event_grid import EventGridSource, SubscriptionOptions, storage_client, webhook_url
 from devstack.http_dispatch import HttpDispatcher, HttpRoute, compile_route
 from devstack.invocation import IndexedFunction, Invoker, index_app
 from devstack.local_settings import apply_values, read_host_json, read_values
@@ -41,6 +43,24 @@ class HostStartError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class EventGridOptions:
+    """Where Event Grid-sourced blob triggers get their events from.
+
+    `embedded`: this host also runs the local Event Grid (devstack.event_grid), one subscription per function,
+    posting to this host's own webhook (its state lives in storage, so a restart resumes its deliveries).
+    `external`: only the webhook is served; a separate `python -m devstack.event_grid` delivers, as Event Grid
+    does in Azure (it keeps retrying while the host is down).
+    """
+
+    mode: str = "embedded"
+    poll_seconds: float = 0.5
+    retry_scale: float = 1.0
+    max_delivery_attempts: int = 30
+    duplicates: float = 0.0
+    reorder: float = 0.0
+
+
+@dataclass(frozen=True)
 class HostOptions:
     """Command-line options of the host."""
 
@@ -50,6 +70,8 @@ class HostOptions:
     host_json: Path = Path("host.json")
     host_id: str = ""
     blob: BlobTriggerOptions = field(default_factory=lambda: BlobTriggerOptions(host_id="devstack"))
+    blob_queue: BlobQueueOptions = field(default_factory=lambda: BlobQueueOptions(host_id="devstack"))
+    event_grid: EventGridOptions = field(default_factory=EventGridOptions)
     shutdown_grace_seconds: float = 10.0
 
 
@@ -85,6 +107,9 @@ class FunctionHost:
         self.invoker = Invoker(function_directory=str(Path.cwd()))
         self.routes: list[HttpRoute] = []
         self.blob_listeners: list[BlobTriggerListener] = []
+        self.blob_queue = BlobTriggerQueue(self.invoker, options.blob_queue)
+        self.event_grid: list[EventGridSource] = []
+        self._event_grid_tasks: list[asyncio.Task[None]] = []
         self.timers: list[TimerSchedule] = []
         self._stop = asyncio.Event()
 
@@ -105,6 +130,8 @@ class FunctionHost:
         trigger = function.trigger
         if isinstance(trigger, HttpTrigger):
             self.routes.append(compile_route(function))
+        elif isinstance(trigger, BlobTrigger) and is_event_grid(function):
+            self.blob_queue.add(function)
         elif isinstance(trigger, BlobTrigger):
             self.blob_listeners.append(BlobTriggerListener(function, self.invoker, self.options.blob))
         elif isinstance(trigger, TimerTrigger):
@@ -126,7 +153,7 @@ class FunctionHost:
         self._log_functions(prefix)
         if not port_is_free(self.options.port):
             raise HostStartError(f"port {self.options.port} on {LOOPBACK} is already in use (another host running?)")
-        dispatcher = HttpDispatcher(self.routes, prefix, self.invoker)
+        dispatcher = HttpDispatcher(self.routes, prefix, self.invoker, webhooks={"blobs": self._blobs_webhook})
         server = _Server(uvicorn.Config(dispatcher, host=LOOPBACK, port=self.options.port, log_level="warning",
                                         lifespan="on", access_log=False))
         serving = asyncio.create_task(server.serve())
@@ -137,19 +164,43 @@ class FunctionHost:
             raise HostStartError(f"the HTTP server on port {self.options.port} stopped during start-up")
         for listener in self.blob_listeners:
             await listener.start()
+        await self.blob_queue.start()
+        if self.options.event_grid.mode == "embedded":
+            self._start_event_grid()
         for timer in self.timers:
             timer.start()
         logger.info("Host started: %d functions, http://%s:%d/%s", len(self.routes) + len(self.blob_listeners)
-                    + len(self.timers), LOOPBACK, self.options.port, prefix)
+                    + len(self.blob_queue.functions) + len(self.timers), LOOPBACK, self.options.port, prefix)
         await self._stop.wait()
         await self._shutdown(server, serving)
+
+    async def _blobs_webhook(self, query: Mapping[str, str], headers: Mapping[str, str],
+                             body: bytes) -> tuple[int, bytes, str]:
+        answer = await self.blob_queue.webhook(query, headers, body)
+        return answer.status, answer.body, answer.content_type
+
+    def _start_event_grid(self) -> None:
+        options = self.options.event_grid
+        base = f"http://{LOOPBACK}:{self.options.port}"
+        for registration in self.blob_queue.functions.values():
+            source = EventGridSource(storage_client(_connection_of(registration)), SubscriptionOptions(
+                webhook=webhook_url(base, registration.function.name), container=registration.pattern.container,
+                blob_prefix=registration.pattern.listing_prefix, name=f"devstack-{registration.function.name}"
+                .lower().replace("_", "-"), poll_seconds=options.poll_seconds, retry_scale=options.retry_scale,
+                max_delivery_attempts=options.max_delivery_attempts, duplicates=options.duplicates,
+                reorder=options.reorder))
+            self.event_grid.append(source)
+            self._event_grid_tasks.append(asyncio.create_task(source.run(), name=f"eventgrid-{source.options.name}"))
 
     async def _shutdown(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
         logger.info("Stopping host: no new triggers, draining invocations (up to %.0f s)",
                     self.options.shutdown_grace_seconds)
         grace = self.options.shutdown_grace_seconds
+        for source in self.event_grid:
+            source.stop()
+        await asyncio.gather(*self._event_grid_tasks, return_exceptions=True)
         await asyncio.gather(*(listener.stop(grace) for listener in self.blob_listeners),
-                             *(timer.stop() for timer in self.timers))
+                             self.blob_queue.stop(grace), *(timer.stop() for timer in self.timers))
         server.should_exit = True
         await serving
         drained = await self.invoker.drain(grace)
@@ -169,8 +220,19 @@ class FunctionHost:
             logger.info("        %s: [%s] %s/%s", route.function.name, methods, base, route.template)
         for listener in self.blob_listeners:
             logger.info("        %s: blobTrigger", listener.function.name)
+        for registration in self.blob_queue.functions.values():
+            logger.info("        %s: blobTrigger (EventGrid) %s/runtime/webhooks/blobs?functionName=%s",
+                        registration.function.name, f"http://{LOOPBACK}:{self.options.port}", registration.function_id)
         for timer in self.timers:
             logger.info("        %s: timerTrigger", timer.function.name)
+
+
+def _connection_of(registration: Registration) -> str:
+    from devstack.blob_trigger import connection_string_for  # noqa: PLC0415
+
+    trigger = registration.function.trigger
+    assert isinstance(trigger, BlobTrigger)
+    return connection_string_for(trigger.connection)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
@@ -188,6 +250,16 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     parser.add_argument("--blob-workers", type=int, default=None,
                         help="blobs processed at once; default host.json maxDegreeOfParallelism, else 2")
     parser.add_argument("--blob-retry-seconds", type=float, default=1.0, help="first retry delay; doubles per attempt")
+    parser.add_argument("--blob-visibility-seconds", type=int, default=30,
+                        help="EventGrid blob triggers: seconds a dequeued message stays invisible (renewed)")
+    parser.add_argument("--event-grid", choices=("embedded", "external"), default="embedded",
+                        help="embedded: this host also runs the local Event Grid; external: only serve the webhook")
+    parser.add_argument("--event-grid-poll-seconds", type=float, default=0.5)
+    parser.add_argument("--event-grid-retry-scale", type=float, default=1.0,
+                        help="multiplies Event Grid's retry schedule (10 s, 30 s, 1 min, ...)")
+    parser.add_argument("--event-grid-max-attempts", type=int, default=30)
+    parser.add_argument("--event-grid-duplicates", type=float, default=0.0, help="share of events delivered twice")
+    parser.add_argument("--event-grid-reorder", type=float, default=0.0, help="share of events delivered late")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     host_id = args.host_id or default_host_id(args.app)
@@ -198,6 +270,15 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
                                 max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
                                 workers=args.blob_workers or host_json.blob_workers or 2,
                                 retry_base_seconds=args.blob_retry_seconds),
+        blob_queue=BlobQueueOptions(host_id=host_id, poll_seconds=args.blob_poll_seconds,
+                                    max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
+                                    workers=args.blob_workers or host_json.blob_workers or 2,
+                                    retry_base_seconds=args.blob_retry_seconds,
+                                    visibility_seconds=args.blob_visibility_seconds),
+        event_grid=EventGridOptions(mode=args.event_grid, poll_seconds=args.event_grid_poll_seconds,
+                                    retry_scale=args.event_grid_retry_scale,
+                                    max_delivery_attempts=args.event_grid_max_attempts,
+                                    duplicates=args.event_grid_duplicates, reorder=args.event_grid_reorder),
         shutdown_grace_seconds=args.shutdown_grace_seconds,
     )
 
@@ -208,6 +289,7 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s.%(msecs)03dZ] %(levelname)s %(message)s",
                         datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr)
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the local Event Grid's POSTs
     # The local Cosmos server's certificate is self-signed by design; urllib3 would warn on every request.
     warnings.filterwarnings("ignore", message=r"Unverified HTTPS request is being made to host '127\.0\.0\.1'")
 
