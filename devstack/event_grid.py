@@ -299,8 +299,23 @@ class EventGridSource:
         self._wake.set()
 
     # --- delivery -------------------------------------------------------------------------------------
+    def _validated_before(self) -> bool:
+        """A subscription is validated once, when it is created: a restarted source does not validate again."""
+        try:
+            marker = self.state.get_blob_client(f"{self.options.name}/validated").download_blob().readall()
+        except ResourceNotFoundError:
+            return False
+        return marker.decode() == self.options.webhook
+
+    def _remember_validation(self) -> None:
+        self.state.upload_blob(f"{self.options.name}/validated", self.options.webhook.encode(), overwrite=True)
+
     async def _validate(self) -> None:
         """The handshake: until the endpoint echoes the code, nothing is delivered (Azure: the subscription fails)."""
+        with contextlib.suppress(Exception):
+            if await asyncio.to_thread(self._validated_before):
+                self.validated.set()
+                return
         failures = 0
         while not self._stopping:
             code = uuid.uuid4().hex
@@ -312,6 +327,8 @@ class EventGridSource:
                     logger.info("Event Grid %s: webhook validated (%s)", self.options.name,
                                 urlsplit(self.options.webhook).path)
                     self.validated.set()
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self._remember_validation)
                     return
                 outcome = f"HTTP {answer.status_code}"
             except (httpx.HTTPError, ValueError) as exc:
