@@ -176,6 +176,7 @@ class EventGridSource:
         self.stats = SourceStats()
         self._rng = random.Random(options.seed)
         self._sequencer = Sequencer()
+        self._instance = uuid.uuid4().hex
         self._seen: set[tuple[str, str]] = set()
         self._due: list[tuple[float, int, Delivery]] = []
         self._order = itertools.count()
@@ -252,36 +253,63 @@ class EventGridSource:
         return pending
 
     def _mark(self, delivery: Delivery, state: str) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
+        try:
             self.state.get_blob_client(delivery.marker).set_blob_metadata(
-                {"state": state, "attempts": str(delivery.attempts)})
+                {"state": state, "attempts": str(delivery.attempts), "owner": self._instance})
+        except ResourceNotFoundError:
+            pass
+        except Exception as exc:
+            # Left `pending`: a restarted source delivers it once more (at least once), never loses it.
+            logger.warning("Event Grid %s: recording '%s' failed (%s: %s)", self.options.name, state,
+                           type(exc).__name__, exc)
 
     # --- publishing -----------------------------------------------------------------------------------
     def _scan(self) -> list[Delivery]:
-        """New blob versions, each with its marker created (runs in a worker thread)."""
-        fresh = []
+        """New blob versions, each with its marker created (runs in a worker thread).
+
+        A version counts as seen only once its marker exists: a failed marker write (storage down) is tried again
+        on the next scan, and what this scan already marked is still returned, so no event is lost.
+        """
+        fresh: list[Delivery] = []
         prefix = self.options.blob_prefix or None
-        for blob in self.container.list_blobs(name_starts_with=prefix):
-            etag = str(blob.etag).strip('"')
-            key = (blob.name, etag)
-            if key in self._seen:
-                continue
-            self._seen.add(key)
-            event = blob_created_event(
-                account=self.account, container=self.options.container, blob_name=blob.name,
-                url=self.container.get_blob_client(blob.name).url, etag=etag, content_length=int(blob.size or 0),
-                content_type=blob.content_settings.content_type if blob.content_settings else None,
-                sequencer=self._sequencer.next())
-            marker = f"{self.prefix}{etag}/{blob.name}"
-            try:
-                # If-None-Match: * makes publishing idempotent across restarts and across two sources.
-                self.state.upload_blob(marker, json.dumps(event).encode(), metadata={"state": "pending"},
-                                       overwrite=False)
-            except ResourceExistsError:
-                continue
-            self.stats.published += 1
-            fresh.append(Delivery(event, marker, time.monotonic()))
+        try:
+            for blob in self.container.list_blobs(name_starts_with=prefix):
+                etag = str(blob.etag).strip('"')
+                if (blob.name, etag) in self._seen:
+                    continue
+                event = blob_created_event(
+                    account=self.account, container=self.options.container, blob_name=blob.name,
+                    url=self.container.get_blob_client(blob.name).url, etag=etag,
+                    content_length=int(blob.size or 0),
+                    content_type=blob.content_settings.content_type if blob.content_settings else None,
+                    sequencer=self._sequencer.next())
+                marker = f"{self.prefix}{etag}/{blob.name}"
+                if self._claim(marker, event):
+                    self.stats.published += 1
+                    fresh.append(Delivery(event, marker, time.monotonic()))
+                self._seen.add((blob.name, etag))
+        except Exception as exc:
+            if not fresh:
+                raise
+            logger.warning("Event Grid %s: scan interrupted (%s: %s); %d new events kept", self.options.name,
+                           type(exc).__name__, exc, len(fresh))
         return fresh
+
+    def _claim(self, marker: str, event: dict[str, Any]) -> bool:
+        """Create the version's marker; False when another source (or an earlier run) published it already."""
+        try:
+            # If-None-Match: * makes publishing idempotent across restarts and across two sources.
+            self.state.upload_blob(marker, json.dumps(event).encode(), overwrite=False,
+                                   metadata={"state": "pending", "owner": self._instance})
+        except ResourceExistsError:
+            # A retried create whose first answer was lost also ends here: the marker is then this source's own.
+            owner = (self.state.get_blob_client(marker).get_blob_properties().metadata or {}).get("owner")
+            if owner != self._instance:
+                return False
+            stored = json.loads(self.state.get_blob_client(marker).download_blob().readall())
+            event.clear()
+            event.update(stored)
+        return True
 
     def _publish(self, delivery: Delivery) -> None:
         delay = 0.0
