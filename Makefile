@@ -43,7 +43,7 @@ node-modules: node_modules/.installed ## Install the pinned emulators (Azurite, 
 
 MODEL ?=
 .PHONY: up
-up: .venv/.installed node_modules/.installed ## Start the local stack; API at http://127.0.0.1:7071/api [MODEL=card|onnx]
+up: .venv/.installed node_modules/.installed ## Start the local stack (API + monitor in one host); API at http://127.0.0.1:7071/api [MODEL=card|onnx]
 	@if [ -z "$(MODEL)" ] && [ ! -f model/artifacts/current.card.json ]; then $(MAKE) model; fi
 	$(PY) -m devstack.stack up $(if $(MODEL),--model $(MODEL))
 	@echo 'Next:  TOKEN=$$(make -s token USER=alice | tail -1)'
