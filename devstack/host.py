@@ -1,6 +1,10 @@
 """A local Functions host: runs the app's own `FunctionApp` object with its own metadata, like `func start`.
 
-    python -m devstack.host function_app:app --port 7071 [--settings local.settings.json]
+    python -m devstack.host [function_app:app [monitor_app:app ...]] --port 7071 [--settings local.settings.json]
+
+With no app named, the host loads the entry script PYTHON_SCRIPT_FILE_NAME names (after the settings are
+applied; default function_app.py), as the Python worker does in Azure: the monitor app sets monitor_app.py.
+Several apps in one host share its port and triggers (`make up` loads the API and the monitor together).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -66,6 +71,7 @@ class HostOptions:
 
     app: str
     port: int = 7071
+    also: tuple[str, ...] = ()  # more apps served by the same host (the monitor beside the API)
     settings: Path = Path("local.settings.json")
     host_json: Path = Path("host.json")
     host_id: str = ""
@@ -85,6 +91,18 @@ def load_app(spec: str) -> func.FunctionRegister:
     return app
 
 
+DEFAULT_SCRIPT = "function_app.py"
+
+
+def script_app_spec(script: str | None = None) -> str:
+    """`module:app` of the entry script PYTHON_SCRIPT_FILE_NAME names (the Python worker's rule)."""
+    name = (script if script is not None else os.environ.get("PYTHON_SCRIPT_FILE_NAME", "")).strip() or DEFAULT_SCRIPT
+    path = Path(name)
+    if path.suffix != ".py" or path.is_absolute() or ".." in path.parts:
+        raise HostStartError(f"PYTHON_SCRIPT_FILE_NAME={name!r} must name a .py file inside the app folder")
+    return ".".join(path.with_suffix("").parts) + ":app"
+
+
 def default_host_id(app_spec: str) -> str:
     """A stable host id per app, which keys the blob receipts (Functions derives its own per app)."""
     return ("devstack-" + re.sub(r"[^a-z0-9]+", "-", app_spec.lower())).strip("-")[:32]
@@ -101,8 +119,9 @@ class _Server(uvicorn.Server):
 class FunctionHost:
     """HTTP, blob and timer triggers of one app in one process and one event loop."""
 
-    def __init__(self, app: func.FunctionRegister, options: HostOptions) -> None:
-        self.app = app
+    def __init__(self, app: func.FunctionRegister | Sequence[func.FunctionRegister], options: HostOptions) -> None:
+        self.apps = [app] if isinstance(app, func.FunctionRegister) else list(app)
+        self.app = self.apps[0]
         self.options = options
         self.invoker = Invoker(function_directory=str(Path.cwd()))
         self.routes: list[HttpRoute] = []
@@ -115,7 +134,7 @@ class FunctionHost:
 
     def index(self) -> None:
         """Read the app's functions once and prepare a listener for each trigger this host emulates."""
-        for function in index_app(self.app):
+        for function in (function for app in self.apps for function in index_app(app)):
             try:
                 self._add(function)
             except Exception as exc:
@@ -204,9 +223,10 @@ class FunctionHost:
         server.should_exit = True
         await serving
         drained = await self.invoker.drain(grace)
-        if isinstance(self.app, func.AsgiFunctionApp) and self.app.startup_task_done:
-            await self.app.middleware.notify_shutdown()  # type: ignore[no-untyped-call]
-            self.app.startup_task_done = False  # its __del__ would notify a second time
+        for app in self.apps:
+            if isinstance(app, func.AsgiFunctionApp) and app.startup_task_done:
+                await app.middleware.notify_shutdown()  # type: ignore[no-untyped-call]
+                app.startup_task_done = False  # its __del__ would notify a second time
         self.invoker.shutdown()
         if not drained:
             logger.warning("%d invocations still running after %.0f s; abandoning them", self.invoker.in_flight, grace)
@@ -238,7 +258,8 @@ def _connection_of(registration: Registration) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     """Options from the command line."""
     parser = argparse.ArgumentParser(prog="python -m devstack.host", description=__doc__.splitlines()[0])
-    parser.add_argument("app", help="the FunctionApp as module:attribute, e.g. function_app:app")
+    parser.add_argument("app", nargs="*", help="FunctionApps as module:attribute, e.g. function_app:app; "
+                        "default: the entry script PYTHON_SCRIPT_FILE_NAME names (function_app.py)")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--settings", type=Path, default=Path("local.settings.json"),
                         help="local.settings.json whose Values are exported (existing environment wins)")
@@ -262,10 +283,12 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     parser.add_argument("--event-grid-reorder", type=float, default=0.0, help="share of events delivered late")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    host_id = args.host_id or default_host_id(args.app)
+    apps: list[str] = args.app
+    host_id = args.host_id or (default_host_id(apps[0]) if apps else "")
     host_json = read_host_json(args.host_json)
     return HostOptions(
-        app=args.app, port=args.port, settings=args.settings, host_json=args.host_json, host_id=host_id,
+        app=apps[0] if apps else "", also=tuple(apps[1:]), port=args.port, settings=args.settings,
+        host_json=args.host_json, host_id=host_id,
         blob=BlobTriggerOptions(host_id=host_id, poll_seconds=args.blob_poll_seconds,
                                 max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
                                 workers=args.blob_workers or host_json.blob_workers or 2,
@@ -294,6 +317,16 @@ def configure_logging() -> None:
     warnings.filterwarnings("ignore", message=r"Unverified HTTPS request is being made to host '127\.0\.0\.1'")
 
 
+def with_entry_script(options: HostOptions) -> HostOptions:
+    """Options naming the app PYTHON_SCRIPT_FILE_NAME selects when the command line named none."""
+    if options.app:
+        return options
+    spec = script_app_spec()
+    host_id = options.host_id or default_host_id(spec)
+    return dataclasses.replace(options, app=spec, host_id=host_id,
+                               blob=dataclasses.replace(options.blob, host_id=host_id))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: load settings, import the app, serve until a signal."""
     configure_logging()
@@ -302,6 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Core Tools marks the local environment the same way.
     os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
     logger.info("Loaded %d settings from %s", len(applied), options.settings)
+    try:
+        options = with_entry_script(options)
+    except HostStartError as exc:
+        logger.error("%s", exc)
+        return 1
     if os.environ.get("DEVSTACK_FAULTS", "").strip():
         from devstack.faults import install_from_env  # noqa: PLC0415 - local fault injection, only when asked
 
@@ -310,8 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.warning("Fault injection is ON (DEVSTACK_FAULTS=%s): %s", os.environ["DEVSTACK_FAULTS"],
                            ", ".join(f"{target}={service}" for target, service in injector.targets.items()))
     try:
-        app = load_app(options.app)
-        host = FunctionHost(app, options)
+        apps = [load_app(spec) for spec in (options.app, *options.also)]
+        host = FunctionHost(apps, options)
         asyncio.run(host.run())
     except HostStartError as exc:
         logger.error("%s", exc)

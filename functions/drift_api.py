@@ -64,7 +64,7 @@ def drift_dependencies(settings: Settings, service: ClassificationService) -> Dr
     return DriftDependencies(
         results=service.results.container, store=drift_store_for(settings), reports=reports,
         pipeline=service.models.current, thresholds=DriftThresholds.from_settings(settings),
-        min_corrections=settings.RETRAIN_MIN_CORRECTIONS,
+        min_corrections=settings.RETRAIN_MIN_CORRECTIONS, evidently_report=settings.DRIFT_REPORT == "evidently",
     )
 
 

@@ -89,7 +89,8 @@ class RetrainingRunCreate(BaseModel):
 
 
 class RetrainingRunPublic(BaseModel):
-    launched: bool = Field(description="False: this window already had a submission, returned as it is.")
+    launched: bool = Field(description="False: this window already had a submission, returned as it is. True: this "
+                           "call submitted it (status `requested`: the monitor app launches it on its next sweep).")
     record: RetrainingRecordPublic
 
 
@@ -155,7 +156,8 @@ def _record_public(record: dict[str, Any]) -> RetrainingRecordPublic:
 
 def _list(settings: Settings, service: ClassificationService, limit: int, update: bool) -> RetrainingList:
     store = drift_store_for(settings)
-    if update and settings.RETRAIN_MODE != "off":
+    # the API app (RETRAIN_LAUNCH=monitor) answers with what is stored: the monitor's sweep refreshes records
+    if update and settings.RETRAIN_MODE != "off" and settings.RETRAIN_LAUNCH == "inline":
         deps = retraining_dependencies(settings, service)
         sweep(deps)  # re-launches stale submissions and refreshes the in-flight ones of this launcher
         records = deps.store.list_records(limit)
