@@ -324,7 +324,8 @@ def with_entry_script(options: HostOptions) -> HostOptions:
     spec = script_app_spec()
     host_id = options.host_id or default_host_id(spec)
     return dataclasses.replace(options, app=spec, host_id=host_id,
-                               blob=dataclasses.replace(options.blob, host_id=host_id))
+                               blob=dataclasses.replace(options.blob, host_id=host_id),
+                               blob_queue=dataclasses.replace(options.blob_queue, host_id=host_id))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
