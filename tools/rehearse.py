@@ -224,11 +224,22 @@ class Rehearsal:
         env = {k: v for k, v in os.environ.items() if k not in names and k not in values
                and not k.startswith(("DEVSTACK_", "AzureWebJobs", "PYTHON"))}
         env["PYTHONPATH"] = os.pathsep.join((str(site), str(runtime)))
+        # Byte code goes to a cache outside the packages (their sizes stay as built), and its tree shows which
+        # files each host imported: the package's, never the source tree's.
+        env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         command = [sys.executable, "-m", "devstack.host", "--port", str(port), "--settings", str(settings),
                    "--host-json", str(package / "host.json"), "--host-id", f"rehearse-{app}", *extra]
         process = start_background(f"host-{app}", command, log_path=self.work / f"{app}.log", cwd=package, env=env)
         self.processes.append(process)
         return process
+
+    @property
+    def pycache(self) -> Path:
+        return self.work / "pycache"
+
+    def imported_from(self, folder: Path) -> bool:
+        """True when a host compiled modules of `folder` (PYTHONPYCACHEPREFIX mirrors source paths)."""
+        return (self.pycache / folder.resolve().relative_to("/")).is_dir()
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -390,7 +401,8 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
             text = api_host.log_path.read_text(encoding="utf-8")
             listed = "http_app_func" in text and f"{subscription['functionName']}: blobTrigger (EventGrid)" in text
             no_timer = "timerTrigger" not in text  # the drift timer is the monitor's
-            from_package = (DIST / "api" / "shared_code" / "__pycache__").is_dir()
+            from_package = rehearsal.imported_from(DIST / "api" / "shared_code") and not rehearsal.imported_from(
+                PROJECT_ROOT / "shared_code")
             return bool(health and listed and no_timer and from_package)
 
         rehearsal.step("api_started_from_package", api_from_package)
@@ -473,7 +485,8 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
                      "the next firing")
             text = log_text()
             return (f"schedule '{DRIFT_SCHEDULE}'" in text and "http_app_func" not in text
-                    and (DIST / "monitor" / "shared_code" / "__pycache__").is_dir())
+                    and rehearsal.imported_from(DIST / "monitor" / "shared_code")
+                    and not rehearsal.imported_from(PROJECT_ROOT / "shared_code"))
 
         rehearsal.step("drift_timer_on_schedule", drift_timer_on_schedule)
 
