@@ -281,7 +281,7 @@ def bearer(user: str, *, admin: bool = False) -> dict[str, str]:
 
 
 # --- the story ------------------------------------------------------------------------------------------
-def package_sizes(build: bool) -> dict[str, float]:
+def package_sizes(build: bool, dist: Path = DIST) -> dict[str, float]:
     """Build both packages (reusing installed dependencies built from the same pins) and read their sizes."""
     if build:
         completed = subprocess.run([sys.executable, "-m", "tools.package", "--reuse"], cwd=PROJECT_ROOT,
@@ -291,7 +291,7 @@ def package_sizes(build: bool) -> dict[str, float]:
             raise RuntimeError(f"make package failed ({completed.returncode})")
         sizes: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])["packages"]
         return sizes
-    return {name: round(sum(p.stat().st_size for p in (DIST / name).rglob("*") if p.is_file()) / 1e6, 1)
+    return {name: round(sum(p.stat().st_size for p in (dist / name).rglob("*") if p.is_file()) / 1e6, 1)
             for name in ("api", "monitor")}
 
 
@@ -336,7 +336,7 @@ def backdate(rehearsal: Rehearsal, database: str, container: str, owners: dict[s
         results.replace_item(document["id"], document)
 
 
-def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
+def run(work: Path, *, build: bool, timeout: float, dist: Path = DIST) -> dict[str, Any]:
     """The rehearsal; returns the summary (see the module docstring)."""
     from shared_code.drift_window import last_complete_window  # noqa: PLC0415
     from shared_code.model_repository import BlobModelRepository  # noqa: PLC0415
@@ -346,7 +346,7 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
     rehearsal = Rehearsal(work)
     summary: dict[str, Any] = {"packages": {}, "steps": rehearsal.steps}
     try:
-        rehearsal.step("packages_built", lambda: bool(summary["packages"].update(package_sizes(build)) or
+        rehearsal.step("packages_built", lambda: bool(summary["packages"].update(package_sizes(build, dist)) or
                                                       summary["packages"].get("api")))
         apps: dict[str, dict[str, str]] = {}
         trainer = work / "trainer-python"
@@ -379,12 +379,12 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
         models = BlobModelRepository(BlobServiceClient.from_connection_string(rehearsal.storage),
                                      api_values.get("MODELS_CONTAINER", "models"), work / "publish-cache")
         models.publish(model_name, "1", card.parent, promote=True)
-        trainer.write_text(TRAINER.format(python=sys.executable, package=str(DIST / "monitor"),
+        trainer.write_text(TRAINER.format(python=sys.executable, package=str(dist / "monitor"),
                                           candidate=str(work / "v2")), encoding="utf-8")
         trainer.chmod(0o755)
 
         subscription = subscription_defaults()
-        api_host = rehearsal.start_host("api", DIST / "api", api_values, rehearsal.ports.api,
+        api_host = rehearsal.start_host("api", dist / "api", api_values, rehearsal.ports.api,
                                         "--event-grid", "external", "--blob-poll-seconds", "0.5")
         source = start_background("event-grid", [
             sys.executable, "-m", "devstack.event_grid", "--connection-string", rehearsal.storage,
@@ -401,7 +401,7 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
             text = api_host.log_path.read_text(encoding="utf-8")
             listed = "http_app_func" in text and f"{subscription['functionName']}: blobTrigger (EventGrid)" in text
             no_timer = "timerTrigger" not in text  # the drift timer is the monitor's
-            from_package = rehearsal.imported_from(DIST / "api" / "shared_code") and not rehearsal.imported_from(
+            from_package = rehearsal.imported_from(dist / "api" / "shared_code") and not rehearsal.imported_from(
                 PROJECT_ROOT / "shared_code")
             return bool(health and listed and no_timer and from_package)
 
@@ -446,7 +446,7 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
 
         rehearsal.step("drift_window_uploaded_and_corrected", dark_window_uploaded_and_corrected)
 
-        monitor_host = rehearsal.start_host("monitor", DIST / "monitor", monitor_values, rehearsal.monitor_port)
+        monitor_host = rehearsal.start_host("monitor", dist / "monitor", monitor_values, rehearsal.monitor_port)
 
         admin = bearer("ops", admin=True)
 
@@ -485,7 +485,7 @@ def run(work: Path, *, build: bool, timeout: float) -> dict[str, Any]:
                      "the next firing")
             text = log_text()
             return (f"schedule '{DRIFT_SCHEDULE}'" in text and "http_app_func" not in text
-                    and rehearsal.imported_from(DIST / "monitor" / "shared_code")
+                    and rehearsal.imported_from(dist / "monitor" / "shared_code")
                     and not rehearsal.imported_from(PROJECT_ROOT / "shared_code"))
 
         rehearsal.step("drift_timer_on_schedule", drift_timer_on_schedule)
