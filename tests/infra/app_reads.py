@@ -23,9 +23,9 @@ PROJECT_PACKAGES = ("functions", "shared_code")
 # Modules on a lazy path the API app switches off in its settings: never imported there.
 NEVER_LOADED = {
     "function_app.py": {
-        "shared_code.azureml_job": "RETRAIN_LAUNCH=monitor: the API records submissions, the monitor launches them",
-        "shared_code.local_training": "RETRAIN_LAUNCH=monitor (and RETRAIN_MODE=azureml in Azure)",
-        "shared_code.drift_report": "DRIFT_REPORT=summary: no Evidently report is rendered in the API",
+        "shared_code.retraining.azureml": "RETRAIN_LAUNCH=monitor: the API records, the monitor launches",
+        "shared_code.retraining.local": "RETRAIN_LAUNCH=monitor (and RETRAIN_MODE=azureml in Azure)",
+        "shared_code.monitoring.report": "DRIFT_REPORT=summary: no Evidently report is rendered in the API",
     },
     "monitor_app.py": {},
 }
@@ -38,7 +38,7 @@ _BINDING = re.compile(r"%(\w+)%")
 
 def module_file(name: str) -> Path | None:
     """The project file of a dotted module name, or None when it is not a project module."""
-    if name.split(".")[0] not in PROJECT_PACKAGES:
+    if name.split(".", maxsplit=1)[0] not in PROJECT_PACKAGES:
         return None
     base = REPO_ROOT.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):

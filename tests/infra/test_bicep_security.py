@@ -289,7 +289,7 @@ def test_the_event_grid_subscription_is_a_conditional_module() -> None:
 
 
 def test_the_postdeploy_hook_keeps_the_topic_and_its_tags() -> None:
-    """The hook used to redeploy the topic without `tags` (azd-env-name dropped): it now deploys only the subscription."""
+    """The hook redeployed the topic without `tags` (azd-env-name dropped); it now deploys only the subscription."""
     hook = (INFRA / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
     templates = re.findall(r"--template-file\s+(\S+)", hook)
     assert templates == ["infra/modules/blob-events-subscription.bicep"]

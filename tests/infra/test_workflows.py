@@ -129,16 +129,17 @@ def test_retrain_job_yaml_references_the_registered_code_asset(tmp_path: Path) -
     pytest.importorskip("azure.ai.ml")
     env = {**os.environ, "RETRAIN_MODE": "azureml", "AZUREML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
            "AZUREML_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "mlw", "AZUREML_COMPUTE": "cpu-cluster",
-           "AZUREML_CODE": "azureml:imgclass-training:843d45eb5a1f", "AZUREML_ENVIRONMENT": "azureml:imgclass-train@latest",
+           "AZUREML_CODE": "azureml:imgclass-training:843d45eb5a1f",
+           "AZUREML_ENVIRONMENT": "azureml:imgclass-train@latest",
            "STORAGE_ACCOUNT_URL": "https://st.blob.core.windows.net/", "AUTH_SIGNING_KEY": "x" * 40}
-    result = subprocess.run([sys.executable, "-m", "shared_code.azureml_job", "dump", "--settings", "/nonexistent",
-                             "--work", str(tmp_path / "job")], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = subprocess.run([sys.executable, "-m", "shared_code.cli", "retrain-job-yaml", "--settings",
+                             "/nonexistent", "--work", str(tmp_path / "job")], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     job = yaml.safe_load(result.stdout)
     assert job["code"] == "azureml:imgclass-training:843d45eb5a1f"
     make = (REPO_ROOT / "mk" / "retrain.mk").read_text(encoding="utf-8")
-    assert "shared_code.azureml_job dump" in make
+    assert "shared_code.cli retrain-job-yaml" in make
 
 
 def test_funcignore_keeps_tests_tools_and_environments_out_of_the_package() -> None:
