@@ -45,7 +45,8 @@ def test_a_deferred_submission_imports_no_azure_ml() -> None:
         "s = Settings.model_validate({'AUTH_SIGNING_KEY': 'x' * 40, 'RETRAIN_MODE': 'azureml', "
         "'RETRAIN_LAUNCH': 'monitor'})\n"
         "Components(s).launcher\n"
-        "print(sorted(m for m in sys.modules if m.startswith('azure.ai.ml') or m == 'shared_code.retraining.azureml'))\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m.startswith('azure.ai.ml') or m == 'shared_code.retraining.azureml'))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             check=False)
