@@ -19,9 +19,10 @@ venv: .venv/.installed ## Create the app + dev virtual environment
 -include mk/*.mk
 
 .PHONY: lint
-lint: .venv/.installed .venv-checkov/.installed ## ruff and mypy over the app, tests and tools; Checkov over infra/
+lint: .venv/.installed .venv-checkov/.installed ## ruff, mypy, the import contracts (pyproject.toml [tool.importlinter]) and Checkov over infra/
 	.venv/bin/ruff check .
 	.venv/bin/mypy shared_code functions function_app.py monitor_app.py devstack model tests bench tools imgclass_client
+	.venv/bin/lint-imports
 	$(MAKE) --no-print-directory checkov
 
 .PHONY: test

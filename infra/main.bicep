@@ -220,12 +220,14 @@ module cosmos 'modules/cosmos.bicep' = {
         defaultTtl: -1
       }
     ]
-    dataContributorPrincipalIds: concat(
-      [apiIdentity.outputs.principalId, monitorIdentity.outputs.principalId],
-      empty(principalId) ? [] : [principalId]
-    )
+    dataContributorPrincipalIds: empty(principalId) ? runtimePrincipalIds : concat(runtimePrincipalIds, [principalId])
   }
 }
+
+var runtimePrincipalIds = [
+  apiIdentity.outputs.principalId
+  monitorIdentity.outputs.principalId
+]
 
 module machineLearning 'modules/machine-learning.bicep' = {
   name: 'machine-learning'

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared_code.azureml_job import stage_code
+from shared_code.retraining.azureml import stage_code
 
 ASSET_NAME = "imgclass-training"
 

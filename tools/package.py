@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
@@ -40,7 +41,7 @@ class PackageSpec:
     requirements: str
     rules: str
 
-    def ignore_spec(self, root: Path = ROOT) -> pathspec.PathSpec:
+    def ignore_spec(self, root: Path = ROOT) -> pathspec.PathSpec[Any]:
         lines = [*read_rules(root / ".funcignore"), *read_rules(root / self.rules)]
         return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 

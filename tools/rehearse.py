@@ -160,8 +160,8 @@ args = sys.argv[3:]  # after "-m model.train"
 options = dict(zip(args[::2], args[1::2]))
 sys.path.insert(0, {package!r})  # the monitor package's own shared_code, as the runner's PYTHONPATH has it
 from azure.storage.blob import BlobServiceClient
-from shared_code.model_card import load_card
-from shared_code.model_repository import BlobModelRepository
+from shared_code.inference.model_card import load_card
+from shared_code.inference.model_repository import BlobModelRepository
 rows = pathlib.Path(options["--data"]).read_text().splitlines()[1:]
 folder = pathlib.Path(options["--out"]) / "candidate"
 shutil.copytree({candidate!r}, folder, dirs_exist_ok=True)
@@ -338,8 +338,8 @@ def backdate(rehearsal: Rehearsal, database: str, container: str, owners: dict[s
 
 def run(work: Path, *, build: bool, timeout: float, dist: Path = DIST) -> dict[str, Any]:
     """The rehearsal; returns the summary (see the module docstring)."""
-    from shared_code.drift_window import last_complete_window  # noqa: PLC0415
-    from shared_code.model_repository import BlobModelRepository  # noqa: PLC0415
+    from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
+    from shared_code.monitoring.window import last_complete_window  # noqa: PLC0415
     from tests.factories import make_profiled_tiny_model, noisy_photo  # noqa: PLC0415
 
     began = time.monotonic()

@@ -140,6 +140,7 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_13:not the web config; the API authenticates Entra tokens itself (shared_code identity)
   // checkov:skip=CKV_AZURE_88:not the web config; Flex Consumption has no Azure Files content share
   // checkov:skip=CKV_AZURE_65:not the web config; detailed error pages are an IIS feature
+  // checkov:skip=CKV_AZURE_222:not the web config; public network access is decided (and skipped, with its reason) on `site`
   parent: site
   name: 'appsettings'
   properties: union(hostSettings, appSettings)

@@ -56,7 +56,7 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_110:purge protection would block azd down --purge then azd up (fixed name) for the retention period; the vault holds only workspace-managed secrets
   // checkov:skip=CKV_AZURE_42:same reason (recoverable = purge protection); soft delete stays on for 7 days
   // checkov:skip=CKV_AZURE_109:Azure ML reaches its vault over the public endpoint without a VNet; access is Entra RBAC only
-  // checkov:skip=CKV_AZURE_189:same reason
+  // checkov:skip=CKV_AZURE_189:public endpoint for Azure ML without a VNet (as CKV_AZURE_109); RBAC only
   name: keyVaultName
   location: location
   tags: tags

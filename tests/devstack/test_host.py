@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import httpx
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -25,6 +26,15 @@ from devstack.blob_queue import POISON_QUEUE
 from devstack.blob_trigger import BlobPathPattern, ReceiptStore
 from devstack.emulators import Azurite
 from devstack.event_grid import blob_created_event, webhook_url
+from devstack.host import (
+    FunctionHost,
+    HostOptions,
+    HostStartError,
+    default_host_id,
+    parse_args,
+    script_app_spec,
+    with_entry_script,
+)
 from devstack.processes import ManagedProcess, free_port, start_background
 from devstack.timer_trigger import latest_occurrence, next_occurrence
 
@@ -309,3 +319,57 @@ def test_ncrontab_has_seconds_first() -> None:
     # A run that overran collapses the missed occurrences into the latest one.
     assert latest_occurrence("*/15 * * * * *", start.replace(second=20)) == start.replace(second=15)
     assert latest_occurrence("*/15 * * * * *", start.replace(second=15)) == start.replace(second=15)
+
+
+def test_the_entry_script_comes_from_python_script_file_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHON_SCRIPT_FILE_NAME", raising=False)
+    assert script_app_spec() == "function_app:app"  # the worker's default
+    monkeypatch.setenv("PYTHON_SCRIPT_FILE_NAME", "monitor_app.py")
+    assert script_app_spec() == "monitor_app:app"
+    assert script_app_spec("tests/devstack/toy_function_app.py") == TOY_APP
+    for bad in ("monitor_app", "/etc/passwd.py", "../other/app.py"):
+        with pytest.raises(HostStartError):
+            script_app_spec(bad)
+    options = with_entry_script(parse_args([]))  # no app on the command line: the setting decides
+    assert options.app == "monitor_app:app" and options.also == ()
+    assert options.host_id == options.blob.host_id == default_host_id("monitor_app:app")
+    named = with_entry_script(parse_args(["function_app:app", "monitor_app:app"]))
+    assert (named.app, named.also) == ("function_app:app", ("monitor_app:app",))
+
+
+def test_one_host_indexes_the_functions_of_several_apps() -> None:
+    api = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @api.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    monitor = func.FunctionApp()
+
+    @monitor.timer_trigger(schedule="0 0 * * * *", arg_name="timer", run_on_startup=False)
+    def tick(timer: func.TimerRequest) -> None:
+        return None
+
+    host = FunctionHost([api, monitor], HostOptions(app="api:app", also=("monitor:app",)))
+    host.index()
+    assert [route.function.name for route in host.routes] == ["ping"]
+    assert [timer.function.name for timer in host.timers] == ["tick"]
+
+
+def test_a_host_without_an_app_argument_loads_the_script_the_setting_names(azurite: Azurite, tmp_path: Path) -> None:
+    env = {**toy_environment(azurite, tmp_path), "PYTHON_SCRIPT_FILE_NAME": "tests/devstack/toy_function_app.py"}
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(env["TOY_CONTAINER"])
+    port = free_port()
+    process = start_background("host", [sys.executable, "-m", "devstack.host", "--port", str(port), "--settings",
+                                        str(tmp_path / "none.json"), "--shutdown-grace-seconds", "3"],
+                               log_path=tmp_path / "script-host.log", cwd=PROJECT_ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "Host started" not in process.log_path.read_text() and time.monotonic() < deadline:
+            assert process.process.poll() is None, process.log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        log = process.log_path.read_text()
+        assert "Host started" in log, log[-2000:]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/plain/x", timeout=10).json()["item"] == "x"
+    finally:
+        process.stop()

@@ -38,7 +38,8 @@ def optional_settings() -> set[str]:
 
 
 def settings_of(app: str) -> dict[str, Any]:
-    return function_apps()[app]["settings"]
+    settings: dict[str, Any] = function_apps()[app]["settings"]
+    return settings
 
 
 def script_of(app: str) -> str:
@@ -87,7 +88,7 @@ def test_the_app_settings_validate(app: str, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.delenv(name, raising=False)
     values = {name: value if isinstance(value, str) else f"https://{name.lower()}.example/"
               for name, value in settings_of(app).items() if name in Settings.model_fields}
-    settings = Settings(**values)
+    settings = Settings.model_validate(values)
     assert settings.AUTH_MODE == "entra" and settings.MODEL_SOURCE == "blob"
 
 

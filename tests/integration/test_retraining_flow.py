@@ -18,25 +18,23 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions import dependencies
-from functions.drift_api import drift_store_for
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
-from functions.models_api import retraining_dependencies
-from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.feedback import record_feedback
-from shared_code.local_training import LocalLauncher
-from shared_code.model_card import load_card
-from shared_code.model_repository import BlobModelRepository
-from shared_code.results_store import cosmos_client, ensure_container
-from shared_code.retraining import (
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.inference.model_card import load_card
+from shared_code.inference.model_repository import BlobModelRepository
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.results.feedback import record_feedback
+from shared_code.results.service import BlobEvent
+from shared_code.retraining.local import LocalLauncher
+from shared_code.retraining.spec import utc_iso
+from shared_code.retraining.submission import (
     RetrainingDependencies,
     RetrainingStore,
     record_id,
     submit_retraining,
     sweep,
-    utc_iso,
 )
-from shared_code.service import BlobEvent
 from shared_code.settings import get_settings
 from tests.factories import make_profiled_tiny_model, make_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
@@ -109,7 +107,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def _deps() -> RetrainingDependencies:
-    return retraining_dependencies(get_settings(), dependencies.get_service())
+    return dependencies.get_components().retraining_dependencies()
 
 
 def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
@@ -141,7 +139,7 @@ def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
     manifest = deps.models.container.download_blob(record["manifest"]["blob"]).readall().decode()
     assert manifest.splitlines()[0] == "path,label" and len(manifest.splitlines()) == 41
 
-    drift_document = drift_store_for(get_settings()).get(flow.window.key)
+    drift_document = dependencies.get_components().drift_store.get(flow.window.key)
     assert drift_document is not None and drift_document["summary"]["retraining_job"] == record["jobName"]
 
 
@@ -194,6 +192,42 @@ def test_deleted_uploads_are_left_out_of_the_training_set(flow: Flow, app_settin
     launcher = deps.launcher
     assert isinstance(launcher, LocalLauncher)
     assert launcher.wait(submission.record["jobName"], timeout=60)["images"] == 40
+
+
+def test_the_api_app_records_a_request_and_the_monitor_sweep_launches_it(flow: Flow,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """RETRAIN_LAUNCH=monitor (the API app, no azure-ai-ml there): the route records `requested`, starts nothing;
+    the monitor's sweep (RETRAIN_LAUNCH=inline) takes the record over and launches it under the record's name."""
+    window = DriftWindow(start=flow.window.start + timedelta(days=3), hours=24)  # its lookback covers the uploads
+    calls_before = len(invocations(flow))
+    monkeypatch.setenv("RETRAIN_LAUNCH", "monitor")
+    dependencies.reset()
+    try:
+        with TestClient(create_api()) as client:
+            response = client.post("/api/retraining/run", json={"window": window.id},
+                                   headers=bearer("ops", admin=True))
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["launched"] is True and body["record"]["status"] == "requested"
+            assert body["record"]["launcher"] == "local"  # the launcher the monitor runs
+            listing = client.get("/api/retraining?refresh=true", headers=bearer("ops", admin=True))
+            assert listing.status_code == 200  # answers with what is stored: no launcher in this app
+            mine = next(item for item in listing.json()["items"] if item["windowId"] == window.key)
+            assert mine["status"] == "requested"
+    finally:
+        monkeypatch.delenv("RETRAIN_LAUNCH")
+        dependencies.reset()
+    assert len(invocations(flow)) == calls_before, "the API app must not launch anything"
+
+    deps = _deps()  # the monitor app
+    assert deps.launch_inline
+    launched = next(item for item in sweep(deps) if item["windowId"] == window.key)
+    assert launched["status"] == "submitted" and launched["jobName"] == body["record"]["jobName"]
+    launcher = deps.launcher
+    assert isinstance(launcher, LocalLauncher)
+    assert launcher.wait(launched["jobName"], timeout=60)["images"] == 40
+    assert all(item["windowId"] != window.key for item in sweep(deps) if item.get("status") == "submitted"
+               and item.get("launches", 1) > 1), "launched once"
 
 
 # --- routes -------------------------------------------------------------------------------------------
