@@ -227,7 +227,9 @@ class Components:
         return DriftDependencies(
             results=self.results.container, store=self.drift_store, reports=self.reports,
             pipeline=self.models.current, thresholds=drift_thresholds(self.settings),
-            min_corrections=self.settings.RETRAIN_MIN_CORRECTIONS)
+            min_corrections=self.settings.RETRAIN_MIN_CORRECTIONS,
+            # the API app (DRIFT_REPORT=summary) has no Evidently: the verdict table is its report
+            evidently_report=self.settings.DRIFT_REPORT == "evidently")
 
     # --- retraining ---------------------------------------------------------------------------------
     @property
@@ -243,6 +245,11 @@ class Components:
         """The launcher RETRAIN_MODE names (each imports its own heavy parts only when used)."""
         def build() -> Launcher:
             s = self.settings
+            if s.RETRAIN_MODE != "off" and s.RETRAIN_LAUNCH == "monitor":
+                from shared_code.retraining.submission import DeferredLauncher  # noqa: PLC0415
+
+                # the API app: records submissions for the monitor's sweep, imports no launcher (no azure-ai-ml)
+                return DeferredLauncher(s.RETRAIN_MODE)
             if s.RETRAIN_MODE == "local":
                 from shared_code.retraining.local import LocalLauncher, default_work_root  # noqa: PLC0415
 
@@ -275,4 +282,4 @@ class Components:
             uploads=self.blobs.service.get_container_client(s.UPLOADS_CONTAINER), models=models,
             launcher=launcher or self.launcher, served=served, task=s.RETRAIN_TASK,
             extra_args=split_args(s.RETRAIN_TRAIN_ARGS), lookback=timedelta(days=s.RETRAIN_LOOKBACK_DAYS),
-            min_images=s.RETRAIN_MIN_IMAGES)
+            min_images=s.RETRAIN_MIN_IMAGES, launch_inline=s.RETRAIN_LAUNCH == "inline")

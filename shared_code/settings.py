@@ -109,6 +109,16 @@ class Settings(BaseSettings):
     RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
                                       description="Python with torch for RETRAIN_MODE=local (relative: repo root).")
     RETRAIN_WORK_DIR: str = Field(default="", description="Local training folders; default: temp dir.")
+    # Where the drift and retraining work runs (docs/operations.md): the API app deploys without Evidently and
+    # azure-ai-ml, so it records a retraining request for the monitor app's sweep to launch ("monitor") and its
+    # on-demand drift run writes the summary report ("summary"); the monitor (and a local all-in-one host)
+    # keeps the defaults and does both itself.
+    RETRAIN_LAUNCH: Literal["inline", "monitor"] = Field(
+        default="inline", description="inline: submissions launch in this process; monitor: recorded as "
+        "'requested' and launched by the monitor's next sweep.")
+    DRIFT_REPORT: Literal["evidently", "summary"] = Field(
+        default="evidently", description="evidently: the full Evidently HTML report; summary: the verdict table only "
+        "(no Evidently import).")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
