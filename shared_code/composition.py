@@ -30,7 +30,7 @@ from shared_code.identity.api_keys import KeyStore
 from shared_code.identity.rate_limit import TokenBucketLimiter
 from shared_code.inference.imaging import ImageLimits
 from shared_code.inference.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
-from shared_code.results.blob_store import BlobStore
+from shared_code.results.blob_store import BlobStore, request_retry_policy
 from shared_code.results.service import ClassificationService
 from shared_code.results.store import ResultsStore
 from shared_code.settings import Settings
@@ -56,7 +56,10 @@ def blob_service(settings: Settings) -> tuple[BlobServiceClient, str | None]:
     from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - the Azure path only
 
     credential = DefaultAzureCredential(managed_identity_client_id=settings.AZURE_CLIENT_ID or None)
-    return BlobServiceClient(settings.STORAGE_ACCOUNT_URL, credential=credential), None
+    # Bounded retries: this client serves HTTP requests (see request_retry_policy).
+    service = BlobServiceClient(settings.STORAGE_ACCOUNT_URL, credential=credential,
+                                retry_policy=request_retry_policy())
+    return service, None
 
 
 def drift_thresholds(settings: Settings) -> DriftThresholds:
