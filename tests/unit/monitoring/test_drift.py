@@ -222,3 +222,25 @@ def test_report_html_is_evidently_with_the_verdict_on_top() -> None:
     assert "<td>brightness</td>" in page
     assert "drawDashboard" in page and "Dataset Drift" in page  # Evidently's own dashboard follows
     assert page.index("Drift window") < page.index("</body>")
+
+
+def test_the_api_apps_report_is_the_verdict_table_without_evidently() -> None:
+    """DRIFT_REPORT=summary (the API package has no Evidently): same verdict, the table is the report."""
+    from shared_code.monitoring.drift import _report_html  # noqa: PLC0415 - the private renderer choice
+
+    code = (
+        "import sys\n"
+        "from tests.unit.monitoring.test_drift import synthetic_rows\n"
+        "from shared_code.monitoring.drift import compute_drift, _report_html\n"
+        "reference, current = synthetic_rows(150, 1), synthetic_rows(150, 2, brightness=-0.3)\n"
+        "summary = compute_drift(reference, current, window_id='2026-11-23T00:00Z/PT24H')\n"
+        "page = _report_html(reference, current, summary, evidently=False)\n"
+        "assert 'DRIFT' in page and 'drawDashboard' not in page, page[:500]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'evidently', 'pandas'}))\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert callable(_report_html)
