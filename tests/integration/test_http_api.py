@@ -50,7 +50,7 @@ def test_classify_raw_body_and_several_files(api: TestClient) -> None:
                                                               ("file", ("c.txt", b"nope", "text/plain"))])
     results = many.json()["results"]
     assert [r["status"] for r in results] == ["done", "done", "rejected"]
-    assert results[2]["error"]["code"] == "unsupported_format"
+    assert results[2]["error"]["code"] == "invalid_image"  # bytes in no image format: a broken file, not a format
 
 
 def test_bad_requests_share_one_error_shape(api: TestClient) -> None:
@@ -72,6 +72,36 @@ def test_bad_requests_share_one_error_shape(api: TestClient) -> None:
     too_many = [("file", (f"{i}.jpg", RED, "image/jpeg")) for i in range(5)]
     assert_error(api.post("/api/classify", headers=headers, files=too_many), 413, "payload_too_large")
     assert_error(api.get("/api/results?page_size=0", headers=headers), 422, "validation_error")
+
+
+SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>'
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "application/octet-stream"])
+def test_bytes_that_are_no_image_answer_400_with_a_message_on_the_raw_path(api: TestClient, content_type: str) -> None:
+    response = api.post("/api/classify", content=b"not an image",
+                        headers={**bearer("contract"), "Content-Type": content_type})
+    assert_error(response, 400, "invalid_image")
+    assert "not a supported image" in response.json()["error"]["message"]
+
+
+def test_bytes_that_are_no_image_answer_400_as_a_multipart_file(api: TestClient) -> None:
+    response = api.post("/api/classify", headers=bearer("contract"),
+                        files={"file": ("photo.jpg", b"not an image", "image/jpeg")})
+    assert_error(response, 400, "invalid_image")
+    assert "JPEG" in response.json()["error"]["message"]  # the message names the accepted formats
+
+
+def test_a_recognised_but_unaccepted_format_and_a_non_image_type_stay_415(api: TestClient) -> None:
+    headers = bearer("contract")
+    for raw_type in ("image/svg+xml", "image/png"):
+        svg = api.post("/api/classify", content=SVG, headers={**headers, "Content-Type": raw_type})
+        assert_error(svg, 415, "unsupported_format")
+        assert "SVG" in svg.json()["error"]["message"]
+    assert_error(api.post("/api/classify", headers=headers, files={"file": ("a.svg", SVG, "image/svg+xml")}),
+                 415, "unsupported_format")
+    assert_error(api.post("/api/classify", content=b"not an image", headers={**headers, "Content-Type": "text/plain"}),
+                 415, "unsupported_media_type")
 
 
 def test_results_are_listed_newest_first_paged_and_filtered(api: TestClient) -> None:
