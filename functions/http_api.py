@@ -193,7 +193,7 @@ async def delete_result(result_id: str, service: ServiceDep,
 def create_api() -> FastAPI:
     """The ASGI application."""
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
-                  docs_url="/api/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # /api/docs is served offline by web_ui
     install_error_handlers(api)
     api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
     api.include_router(router)
