@@ -1,7 +1,8 @@
-"""Admin routes for drift monitoring: list window summaries, stream stored reports, run a window on demand."""
+"""Admin routes for drift monitoring: window summaries, stored reports, the page's chart data, runs on demand."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ from shared_code.drift_store import (
     open_report,
 )
 from shared_code.drift_window import last_complete_window, parse_window
+from shared_code.errors import NotFound
+from shared_code.monitoring.charts import CHART_GROUPS, ChartGroup, Histogram, chart_group
 from shared_code.results_store import cosmos_client
 from shared_code.service import ClassificationService
 from shared_code.settings import Settings
@@ -110,6 +113,76 @@ class DriftRunPublic(BaseModel):
     summary_url: str
 
 
+class GroupPoint(BaseModel):
+    """The strongest evidence of one signal group in one window."""
+
+    p_value: float = Field(description="Smallest p-value of the group's signals.")
+    evidence: float = Field(description="-log10(p_value), capped at 10: the height of the point in the chart.")
+    effect: float = Field(description="Largest effect size among the group's signals.")
+    drifted: bool = Field(description="One of the group's signals is among the window's drifting signals.")
+    signals: list[str]
+
+
+class TimelineWindow(BaseModel):
+    window_id: str
+    window_key: str
+    window_start: str
+    window_end: str
+    status: str
+    drift: bool
+    signals: list[str]
+    current_rows: int
+    alpha: float | None = Field(description="Per-signal level after Bonferroni (the alarm line: -log10(alpha)).")
+    groups: dict[ChartGroup, GroupPoint]
+    class_counts: dict[str, int] = Field(description="Predictions per class in the window (top classes + other).")
+    has_histograms: bool
+
+
+class DriftTimeline(BaseModel):
+    groups: list[ChartGroup]
+    items: list[TimelineWindow] = Field(description="Finished windows, oldest first.")
+
+
+class DriftHistograms(BaseModel):
+    window_id: str
+    window_key: str
+    status: str
+    drift: bool
+    histograms: list[Histogram]
+
+
+MAX_EVIDENCE = 10.0
+
+
+def _group_points(details: list[dict[str, Any]], signals: list[str]) -> dict[ChartGroup, GroupPoint]:
+    points: dict[ChartGroup, GroupPoint] = {}
+    for name in CHART_GROUPS:
+        members = [d for d in details if chart_group(str(d.get("name")), str(d.get("group"))) == name]
+        if not members:
+            continue
+        p_value = min(float(d.get("p_value", 1.0)) for d in members)
+        points[name] = GroupPoint(
+            p_value=p_value, evidence=round(min(MAX_EVIDENCE, -math.log10(max(p_value, 1e-300))), 4),
+            effect=max(float(d.get("effect", 0.0)) for d in members),
+            drifted=any(d.get("name") in signals for d in members), signals=[str(d.get("name")) for d in members])
+    return points
+
+
+def timeline_window(document: dict[str, Any]) -> TimelineWindow:
+    summary = document.get("summary") or {}
+    details = list(summary.get("details") or [])
+    signals = list(summary.get("signals") or [])
+    charts = summary.get("charts") or {}
+    return TimelineWindow(
+        window_id=document["window"], window_key=document["id"], window_start=document["windowStart"],
+        window_end=document["windowEnd"], status=str(summary.get("status", "unknown")),
+        drift=bool(summary.get("drift", False)), signals=signals, current_rows=int(summary.get("current_rows", 0)),
+        alpha=float(details[0]["alpha"]) if details else None, groups=_group_points(details, signals),
+        class_counts={str(k): int(v) for k, v in (charts.get("class_counts") or {}).items()},
+        has_histograms=bool(charts.get("histograms")),
+    )
+
+
 def _links(window_key: str) -> dict[str, str]:
     return {"report_url": f"/api/drift/reports/{window_key}/{REPORT_FILE}",
             "summary_url": f"/api/drift/reports/{window_key}/{SUMMARY_FILE}"}
@@ -138,6 +211,29 @@ async def list_drift_reports(settings: SettingsDep, _: Annotated[Principal, requ
     """Finished drift windows, newest first, with links to their reports."""
     documents = await run_in_threadpool(lambda: drift_store_for(settings).list_windows(limit))
     return DriftReportList(items=[report_public(document) for document in documents])
+
+
+@drift_router.get("/timeline", responses={**AUTH_ERRORS})
+async def drift_timeline(settings: SettingsDep, _: Annotated[Principal, require("admin")],
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DriftTimeline:
+    """The newest `limit` finished windows, oldest first: per signal group the strongest evidence of drift, the
+    window's alarm, and its predictions per class (the page's drift-over-time and class-share charts)."""
+    documents = await run_in_threadpool(lambda: drift_store_for(settings).list_windows(limit))
+    return DriftTimeline(groups=list(CHART_GROUPS), items=[timeline_window(d) for d in reversed(documents)])
+
+
+@drift_router.get("/windows/{window_key}/histograms", responses={**AUTH_ERRORS, **error_responses(404)})
+async def drift_histograms(window_key: WindowKey, settings: SettingsDep,
+                           _: Annotated[Principal, require("admin")]) -> DriftHistograms:
+    """Confidence and brightness histograms of one finished window against its reference (fixed bins on [0, 1])."""
+    document = await run_in_threadpool(lambda: drift_store_for(settings).get(window_key))
+    summary = (document or {}).get("summary") or {}
+    histograms = (summary.get("charts") or {}).get("histograms")
+    if document is None or document.get("status") != "done" or not histograms:
+        raise NotFound(f"no histograms for drift window {window_key}")
+    return DriftHistograms(window_id=document["window"], window_key=document["id"],
+                           status=str(summary.get("status", "unknown")), drift=bool(summary.get("drift", False)),
+                           histograms=[Histogram.model_validate(h) for h in histograms])
 
 
 def _stream(settings: Settings, service: ClassificationService, window_key: str, file: str) -> Iterator[bytes]:

@@ -28,6 +28,7 @@ from shared_code.drift_stats import SampleComparison, category_test, ks_test, mm
 from shared_code.drift_store import DriftStore, read_window_rows, write_report
 from shared_code.drift_window import DriftWindow
 from shared_code.model_card import ModelCard
+from shared_code.monitoring.charts import WindowCharts, window_charts
 from shared_code.pipeline import ClassificationPipeline
 from shared_code.settings import Settings
 
@@ -122,6 +123,7 @@ class DriftSummary(BaseModel):
     retraining_reason: str | None = None
     retraining_job: str | None = Field(default=None, description="The window's retraining job (RETRAIN_MODE on).")
     retraining_status: str | None = None
+    charts: WindowCharts | None = Field(default=None, description="Aggregates the page draws (histograms, classes).")
 
 
 # --- rows ---------------------------------------------------------------------------------------------
@@ -363,6 +365,8 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         return DriftRun(status="skipped", window=window, summary=None, reason=claim.reason)
     try:
         summary, reference, current = _summarise(window, deps)
+        if current:  # the page's charts, from the rows this run has read anyway
+            summary = summary.model_copy(update={"charts": window_charts(reference, current)})
         if summary.status == "ok" and (summary.drift or summary.corrections >= deps.min_corrections):
             summary = on_drift(summary, min_corrections=deps.min_corrections)
             summary = _submit_retraining(window, summary, deps)

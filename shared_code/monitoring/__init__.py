@@ -1,0 +1,1 @@
+"""Drift monitoring: reference profiles, the per-window comparison, its store, reports and charts."""
