@@ -37,6 +37,12 @@ from shared_code.service import ClassificationService
 from shared_code.settings import Settings
 
 WINDOW_KEY_PATTERN = r"^\d{8}T\d{4}Z-PT\d{1,4}H$"
+# A window id or key in a body; the start must also be aligned to the window length. Only the document carries
+# the pattern: the server's own parse answers 400 for any bad window, as it always has.
+WINDOW_PATTERN = (r"^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}Z/PT[0-9]{1,4}H"
+                  r"|[0-9]{8}T[0-9]{4}Z-PT[0-9]{1,4}H)$")
+WINDOW_RULES = ("Window id (`2026-11-23T00:00Z/PT24H`) or key (`20261123T0000Z-PT24H`) of an existing calendar "
+                "time whose start is aligned to its length (400 otherwise); default: the last complete window.")
 
 
 # --- wiring -------------------------------------------------------------------------------------------
@@ -99,8 +105,9 @@ class DriftReportList(BaseModel):
 
 class DriftRunCreate(BaseModel):
     window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
-                               description="Window id or key; default: the last complete window.")
-    force: bool = Field(default=False, description="Re-run a window that is already done.")
+                               json_schema_extra={"pattern": WINDOW_PATTERN},  # parse_window answers 400
+                               description=WINDOW_RULES)
+    force: bool = Field(default=False, strict=True, description="Re-run a window that is already done.")
 
 
 class DriftRunPublic(BaseModel):

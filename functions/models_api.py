@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
-from functions.drift_api import WINDOW_KEY_PATTERN, drift_store_for
+from functions.drift_api import WINDOW_KEY_PATTERN, WINDOW_PATTERN, WINDOW_RULES, drift_store_for
 from shared_code.auth import Principal
 from shared_code.drift_window import last_complete_window, parse_window
 from shared_code.errors import NotFound
@@ -84,8 +84,10 @@ class RetrainingList(BaseModel):
 
 class RetrainingRunCreate(BaseModel):
     window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
-                               description="Window id or key; default: the last complete window.")
-    force: bool = Field(default=False, description="Submit again (a new attempt) when the last one has finished.")
+                               json_schema_extra={"pattern": WINDOW_PATTERN},  # parse_window answers 400
+                               description=WINDOW_RULES)
+    force: bool = Field(default=False, strict=True,
+                        description="Submit again (a new attempt) when the last one has finished.")
 
 
 class RetrainingRunPublic(BaseModel):

@@ -59,7 +59,8 @@ def test_every_supported_format_decodes_to_rgb(fmt: str) -> None:
         (b"GIF89a\x01", InvalidImage, "GIF"),
         (b"RIFF\x00\x00\x00\x00WEBPVP8 ", InvalidImage, "WEBP"),
     ],
-    ids=["empty", "text-named-jpg", "pdf", "svg", "svg-with-prolog", "avif", "jpeg-header-only", "png-garbage", "gif-stub", "webp-stub"],
+    ids=["empty", "text-named-jpg", "pdf", "svg", "svg-with-prolog", "avif",
+         "jpeg-header-only", "png-garbage", "gif-stub", "webp-stub"],
 )
 def test_bad_bytes_get_a_typed_error(data: bytes, error: type[ImageRejected], fragment: str) -> None:
     with pytest.raises(error) as caught:
