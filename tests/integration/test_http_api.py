@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import image_bytes
+from tests.factories import TINY_LABELS, image_bytes
 from tests.integration.app_fixtures import bearer
 
 pytestmark = pytest.mark.integration
@@ -133,6 +133,36 @@ def test_users_never_see_or_delete_each_others_results(api: TestClient) -> None:
     assert result_id not in {i["id"] for i in api.get("/api/results", headers=bob).json()["items"]}
     assert api.delete(f"/api/results/{result_id}", headers=alice).status_code == 204
     assert api.get(f"/api/results/{result_id}", headers=alice).status_code == 404
+
+
+def test_openapi_document_links_results_and_names_the_served_labels(api: TestClient) -> None:
+    document = api.get("/api/openapi.json").json()
+    paths = document["paths"]
+    operation_ids = {op["operationId"] for item in paths.values() for op in item.values()}
+    for source, method in (("/api/uploads", "post"), ("/api/results", "get")):
+        links = paths[source][method]["responses"]["200"]["links"]
+        assert set(links) == {"GetResult", "DeleteResult", "GetResultImage", "GiveFeedback"}
+        assert all(link["operationId"] in operation_ids for link in links.values())
+    assert paths["/api/uploads"]["post"]["responses"]["200"]["links"]["GetResult"]["parameters"] == {
+        "result_id": "$response.body#/id"}
+    label = document["components"]["schemas"]["FeedbackCreate"]["properties"]["label"]
+    assert label["enum"] == TINY_LABELS and label["examples"] == TINY_LABELS[:1]  # the served model's classes
+    multipart = paths["/api/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert multipart["properties"]["file"]["minItems"] == 1 and multipart["properties"]["file"]["maxItems"] == 4
+
+
+@pytest.mark.parametrize(("filename", "accepted"), [
+    ("cat.jpg", True), ("CAT.JPEG", True), ("a.b.webp", True), ("..png", True), ("noext", False),
+    (".jpg", False), ("dir/.png", False), ("cat.jpg/", False), ("cat.svg", False), ("cat.jp g", False),
+])
+def test_the_upload_filename_rule_is_the_documented_pattern(api: TestClient, filename: str, accepted: bool) -> None:
+    import re  # noqa: PLC0415 - only this test reads the pattern
+
+    pattern = api.get("/api/openapi.json").json()["components"]["schemas"]["UploadCreate"]["properties"][
+        "filename"]["pattern"]
+    assert bool(re.search(pattern, filename)) is accepted
+    response = api.post("/api/uploads", json={"filename": filename}, headers=bearer("namer"))
+    assert response.status_code == (200 if accepted else 400), response.text
 
 
 def test_openapi_document_describes_the_routes(api: TestClient) -> None:
