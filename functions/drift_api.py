@@ -270,7 +270,7 @@ async def get_drift_summary(window_key: WindowKey, settings: SettingsDep, servic
 async def run_drift(body: DriftRunCreate, settings: SettingsDep, service: ServiceDep,
                     _: Annotated[Principal, require("admin")]) -> DriftRunPublic:
     """Run one window now, with the timer's logic (claims included: a running window is not run twice)."""
-    window = parse_window(body.window) if body.window else last_complete_window(
+    window = parse_window(body.window) if body.window is not None else last_complete_window(  # "" is a 400
         datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
     run = await run_in_threadpool(lambda: run_drift_window(
         window, drift_dependencies(settings, service), owner=f"api:{run_owner()}", force=body.force))

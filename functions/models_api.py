@@ -193,7 +193,7 @@ async def get_retraining(window_key: WindowKey, settings: SettingsDep,
 async def run_retraining(body: RetrainingRunCreate, settings: SettingsDep, service: ServiceDep,
                          principal: Annotated[Principal, require("admin")]) -> RetrainingRunPublic:
     """Submit a window's retraining now (once per window; `force` starts a new attempt after a finished one)."""
-    window = parse_window(body.window) if body.window else last_complete_window(
+    window = parse_window(body.window) if body.window is not None else last_complete_window(  # "" is a 400
         datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
 
     def submit() -> RetrainingRunPublic:

@@ -216,6 +216,9 @@ def test_drift_routes_need_admin_and_valid_keys(drift_api: TestClient) -> None:
     assert drift_api.get("/api/drift/reports/..%2Fsecret/report.html", headers=admin).status_code in {404, 422}
     bad = drift_api.post("/api/drift/run", json={"window": "2026-11-22T05:00Z/PT24H"}, headers=admin)
     assert bad.status_code == 400
+    empty = drift_api.post("/api/drift/run", json={"window": ""}, headers=admin)  # not "the default window"
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "bad_request"
+    assert drift_api.post("/api/drift/run", json={"force": 0}, headers=admin).status_code == 422  # a boolean
 
 
 def test_feedback_sets_the_corrected_label(drift_api: TestClient, drift_model: Path) -> None:
