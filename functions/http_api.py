@@ -188,6 +188,8 @@ async def list_results(
         description="The `continuation` of the previous page, unchanged; any other value is a 400.")] = None,
 ) -> ResultPage:
     """The caller's results, newest first, paged with continuation tokens."""
+    if continuation == "":  # not "the first page": a client that lost its token must not start over silently
+        raise BadRequest("invalid continuation token (empty)")
     documents, token = await run_in_threadpool(
         lambda: service.list_results(principal.user_id, label=label, page_size=page_size, continuation=continuation)
     )

@@ -123,6 +123,7 @@ def test_results_are_listed_newest_first_paged_and_filtered(api: TestClient) -> 
     assert {item["id"] for item in blue} == {ids[0], ids[2], ids[4]}
     bad = api.get("/api/results", params={"continuation": "%%%not-a-token"}, headers=headers)
     assert bad.status_code == 400
+    assert_error(api.get("/api/results", params={"continuation": ""}, headers=headers), 400, "bad_request")
 
 
 def test_users_never_see_or_delete_each_others_results(api: TestClient) -> None:
