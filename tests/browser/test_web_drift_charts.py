@@ -182,3 +182,14 @@ def test_api_docs_render_every_operation_offline(running_stack: RunningStack, br
     assert refused == []
     page.screenshot(path=str(ARTIFACTS / browser_page.folder.name / "01-api-docs.png"), full_page=True)
     assert browser_page.errors == []
+
+
+def test_the_local_host_passes_every_method_to_the_api(running_stack: RunningStack) -> None:
+    """Through the host (not only the ASGI app): TRACE gets the API's 405 + Allow, not the host's text/plain 404;
+    and `/api/` lands on the page."""
+    traced = httpx.request("TRACE", f"{running_stack.api}/classify", timeout=30)
+    assert traced.status_code == 405 and traced.headers["allow"] == "POST", traced.text
+    assert traced.headers["content-type"] == "application/json"
+    assert traced.json()["error"]["code"] == "method_not_allowed"
+    root = httpx.get(f"{running_stack.api}/", timeout=30, follow_redirects=False)
+    assert root.status_code == 308 and root.headers["location"] == "/api/ui/"
