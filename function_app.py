@@ -16,9 +16,11 @@ import azure.functions as func  # noqa: E402
 
 from functions.blob_trigger import blueprint as blob_blueprint  # noqa: E402
 from functions.http_api import create_api  # noqa: E402
+from functions.http_function import AllMethodsAsgiFunctionApp  # noqa: E402
 from functions.telemetry_setup import configure_from_settings  # noqa: E402
 
 configure_from_settings()
-# Auth is enforced by the API itself (bearer JWT), so the Functions key layer is off.
-app = func.AsgiFunctionApp(app=create_api(), http_auth_level=func.AuthLevel.ANONYMOUS)
+# Auth is enforced by the API itself (bearer JWT), so the Functions key layer is off. Every method reaches the
+# API (TRACE too), which answers undeclared ones with 405 + Allow.
+app = AllMethodsAsgiFunctionApp(app=create_api(), http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(blob_blueprint)

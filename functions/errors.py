@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared_code.errors import RateLimited, ServiceError
 
@@ -16,6 +20,53 @@ logger = logging.getLogger(__name__)
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class MethodGuard:
+    """ASGI middleware: a request whose path names a resource but not with this method gets 405 and `Allow`.
+
+    It runs before routing and auth, for two reasons. FastAPI keeps one route per method, so the router's own
+    405 names only the first route that matched. And a literal path beats a parameter: `GET
+    /api/retraining/run` is the POST-only resource `run`, not a window called "run" that fails validation
+    (or a 401 first). Paths no route matches go on to the router's 404.
+    """
+
+    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+        self.app = app
+        self.api = api
+        self._table: list[tuple[re.Pattern[str], bool, frozenset[str]]] | None = None
+
+    def table(self) -> list[tuple[re.Pattern[str], bool, frozenset[str]]]:
+        if self._table is None:  # built on first use: routes are all included by then
+            paths = [(context.path or "", frozenset(context.methods or ()))
+                     for context in iter_route_contexts(self.api.router.routes)]
+            self._table = [(compile_path(path)[0], "{" not in path, methods) for path, methods in paths if path]
+        return self._table
+
+    def allowed(self, path: str, method: str) -> list[str] | None:
+        """None when the method may go on to the router; else the methods the path's resource allows."""
+        matching = [(literal, methods) for pattern, literal, methods in self.table() if pattern.match(path)]
+        literal = [methods for is_literal, methods in matching if is_literal]
+        candidates = literal or [methods for _, methods in matching]
+        union = set().union(*candidates) if candidates else set()
+        if not candidates or method in union:
+            return None
+        return sorted(union)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allow = self.allowed(scope["path"], scope["method"])
+            if allow is not None:
+                response = method_not_allowed(scope["method"], allow)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def method_not_allowed(method: str, allow: list[str]) -> JSONResponse:
+    header = ", ".join(allow)
+    return error_response(405, "method_not_allowed", f"{method} is not allowed here; allowed: {header}",
+                          {"Allow": header})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -38,7 +89,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        # RFC 9110: a 405 names the allowed methods (MethodGuard answers most 405s before this point)
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,8 @@ Functions host, the project's local host, and tests (httpx ASGI transport) witho
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
@@ -13,10 +15,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from functions import dependencies
 from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.dependencies import ServiceDep, SettingsDep
 from functions.drift_api import drift_router
-from functions.errors import install_error_handlers
+from functions.errors import MethodGuard, install_error_handlers
 from functions.feedback_api import feedback_router
 from functions.gallery_api import gallery_router
 from functions.identity_api import router as identity_router
@@ -25,11 +28,14 @@ from functions.request_body import read_limited, upload_chunks
 from functions.web_ui import web_router
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.identity.auth import Principal
+from shared_code.results.blob_store import FILENAME_PATTERN
 from shared_code.results.service import UploadedFile
 from shared_code.results.store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
-from shared_code.settings import Settings
+from shared_code.settings import Settings, get_settings
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+CONTINUATION_PATTERN = r"^[A-Za-z0-9_-]+$"  # what GET /api/results hands out (URL-safe base64, unpadded)
+logger = logging.getLogger(__name__)
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -53,7 +59,10 @@ class ClassifyManyPublic(BaseModel):
 
 
 class UploadCreate(BaseModel):
-    filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"])
+    filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"],
+                          json_schema_extra={"pattern": FILENAME_PATTERN},
+                          description="The file's name; it must end in an accepted image extension "
+                                      "(.jpg, .jpeg, .png, .bmp, .gif, .tif, .tiff, .webp, any case).")
 
 
 class UploadGrantPublic(BaseModel):
@@ -132,7 +141,8 @@ async def health(service: ServiceDep) -> HealthPublic:
     responses={**AUTH_ERRORS, **error_responses(400, 413, 415)},
     openapi_extra={"requestBody": {"content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}, "required": ["file"]}},
+            "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}},
+            "required": ["file"]}},
         "image/*": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
 async def classify(
@@ -174,9 +184,13 @@ async def list_results(
     service: ServiceDep, principal: Annotated[Principal, require("results:read")],
     label: Annotated[str | None, Query(max_length=200, description="Predicted or corrected label")] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    continuation: Annotated[str | None, Query(max_length=4000)] = None,
+    continuation: Annotated[str | None, Query(
+        max_length=4000, json_schema_extra={"pattern": CONTINUATION_PATTERN},  # the server's check answers 400
+        description="The `continuation` of the previous page, unchanged; any other value is a 400.")] = None,
 ) -> ResultPage:
     """The caller's results, newest first, paged with continuation tokens."""
+    if continuation == "":  # not "the first page": a client that lost its token must not start over silently
+        raise BadRequest("invalid continuation token (empty)")
     documents, token = await run_in_threadpool(
         lambda: service.list_results(principal.user_id, label=label, page_size=page_size, continuation=continuation)
     )
@@ -191,11 +205,48 @@ async def delete_result(result_id: str, service: ServiceDep,
     await run_in_threadpool(service.delete_result, principal.user_id, result_id)
 
 
+# Links let clients (and stateful testers) follow a created result to the routes that read or change it.
+RESULT_ROUTES = (("GetResult", "get", "/api/results/{result_id}"),
+                 ("DeleteResult", "delete", "/api/results/{result_id}"),
+                 ("GetResultImage", "get", "/api/results/{result_id}/image"),
+                 ("GiveFeedback", "post", "/api/results/{result_id}/feedback"))
+RESULT_SOURCES = (("post", "/api/uploads", "$response.body#/id"), ("get", "/api/results", "$response.body#/items/0/id"))
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    for method, path, expression in RESULT_SOURCES:
+        links = {}
+        for name, target_method, target_path in RESULT_ROUTES:
+            target = paths.get(target_path, {}).get(target_method)
+            if target is not None:
+                links[name] = {"operationId": target["operationId"], "parameters": {"result_id": expression}}
+        paths[path][method]["responses"]["200"]["links"] = links
+
+
+def _with_served_state(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with what depends on the running worker: the feedback labels and images per request."""
+    served = copy.deepcopy(document)
+    try:
+        max_images = get_settings().MAX_IMAGES_PER_REQUEST
+        labels = list(dependencies.get_service().models.current().card.labels)
+    except Exception:  # the document must not depend on settings or the model being usable right now
+        logger.warning("the OpenAPI document lacks the served labels and limits (settings or model unavailable)")
+        return served
+    multipart = served["paths"]["/api/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    multipart["schema"]["properties"]["file"]["maxItems"] = max_images
+    schema = served["components"]["schemas"]["FeedbackCreate"]["properties"]["label"]
+    schema["enum"] = labels
+    schema["examples"] = labels[:1]
+    return served
+
+
 def create_api() -> FastAPI:
     """The ASGI application."""
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
-                  docs_url="/api/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # /api/docs is served offline by web_ui
     install_error_handlers(api)
+    api.add_middleware(MethodGuard, api=api)
     api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
     api.include_router(router)
     api.include_router(identity_router)
@@ -204,4 +255,14 @@ def create_api() -> FastAPI:
     api.include_router(models_router)
     api.include_router(retraining_router)
     api.include_router(web_router)
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            generate()
+            assert api.openapi_schema is not None
+            _add_links(api.openapi_schema)
+        return _with_served_state(api.openapi_schema)
+
+    api.openapi = openapi  # type: ignore[method-assign]
     return api

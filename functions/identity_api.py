@@ -44,7 +44,7 @@ class TokenPublic(BaseModel):
 
 class ApiKeyCreate(BaseModel):
     name: str = Field(default="", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", examples=["nightly batch"])
-    scopes: list[Scope] | None = Field(default=None, max_length=4,
+    scopes: list[Scope] | None = Field(default=None, max_length=4, json_schema_extra={"minItems": 1},  # 400 if empty
                                        description="A subset of the caller's scopes; default: the caller's")
 
 

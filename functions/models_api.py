@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.dependencies import ComponentsDep, ServiceDep, SettingsDep
-from functions.drift_api import WINDOW_KEY_PATTERN
+from functions.drift_api import WINDOW_KEY_PATTERN, WINDOW_PATTERN, WINDOW_RULES
 from shared_code.composition import Components
 from shared_code.errors import NotFound
 from shared_code.identity.auth import Principal
@@ -77,8 +77,10 @@ class RetrainingList(BaseModel):
 
 class RetrainingRunCreate(BaseModel):
     window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
-                               description="Window id or key; default: the last complete window.")
-    force: bool = Field(default=False, description="Submit again (a new attempt) when the last one has finished.")
+                               json_schema_extra={"pattern": WINDOW_PATTERN},  # parse_window answers 400
+                               description=WINDOW_RULES)
+    force: bool = Field(default=False, strict=True,
+                        description="Submit again (a new attempt) when the last one has finished.")
 
 
 class RetrainingRunPublic(BaseModel):
@@ -183,7 +185,7 @@ async def get_retraining(window_key: WindowKey, components: ComponentsDep,
 async def run_retraining(body: RetrainingRunCreate, settings: SettingsDep, components: ComponentsDep,
                          principal: Annotated[Principal, require("admin")]) -> RetrainingRunPublic:
     """Submit a window's retraining now (once per window; `force` starts a new attempt after a finished one)."""
-    window = parse_window(body.window) if body.window else last_complete_window(
+    window = parse_window(body.window) if body.window is not None else last_complete_window(  # "" is a 400
         datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
 
     def submit() -> RetrainingRunPublic:

@@ -1,10 +1,15 @@
-"""The web page: static files from `web/` at `/api/ui/`, and the served model's labels for its correction control.
+"""The web page: static files from `web/` at `/api/ui/`, the API docs at `/api/docs`, and the served labels.
 
 Azure Functions serves HTTP only under the route prefix (`/api`), so the page lives at `/api/ui/` on the
 same origin as the API (no CORS for API calls). Files are served from a fixed allow-list (the files in
 `web/` with a known suffix), with explicit content types and a strict Content-Security-Policy: scripts and
 styles only from this origin (no inline code), images from this origin or `blob:` URLs the page creates,
 and network access to this origin plus the Blob Storage endpoint the page uploads to with SAS URLs.
+
+`/api/docs` is Swagger UI, whose two assets come from the pinned `fastapi-offline` package (a PyPI
+dependency, so nothing is vendored in git and the deployment builds it like any other) and are served at
+`/api/ui/vendor/`; the page and its start-up script are ours (`web/docs.html`, `web/docs.js`), so the same
+strict policy holds: no CDN, no inline script.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
+from fastapi_offline import core as _swagger_assets
 from pydantic import BaseModel
 
 from functions.api_deps import AUTH_ERRORS, require
@@ -37,6 +43,9 @@ MEDIA_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
+SWAGGER_UI_ROOT = Path(_swagger_assets.__file__).resolve().parent / "static"
+VENDOR_FILES = {"swagger-ui-bundle.js": SWAGGER_UI_ROOT / "swagger-ui-bundle.js",
+                "swagger-ui.css": SWAGGER_UI_ROOT / "swagger-ui.css"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.[a-z]{2,4}$")
 
 
@@ -64,17 +73,24 @@ def content_security_policy(upload_origin: str | None) -> str:
     ))
 
 
-def _read(name: str) -> tuple[bytes, str] | None:
-    """The file `web/<name>` and its media type, if `name` is one of the served files."""
-    path = WEB_ROOT / name
+@lru_cache(maxsize=64)
+def _read_file(path: Path) -> bytes:
+    return path.read_bytes()  # the files never change while the worker runs; Swagger UI's bundle is 1.5 MB
+
+
+def _read(name: str, *, vendor: bool = False) -> tuple[bytes, str] | None:
+    """The file `web/<name>` (or a vendored asset) and its media type, if `name` is one of the served files."""
+    path = VENDOR_FILES.get(name) if vendor else WEB_ROOT / name
+    if path is None:
+        return None
     media_type = MEDIA_TYPES.get(path.suffix)
     if not _NAME.fullmatch(name) or media_type is None or not path.is_file():
         return None
-    return path.read_bytes(), media_type
+    return _read_file(path), media_type
 
 
-def static_response(request: Request, name: str, settings: Settings) -> Response:
-    found = _read(name)
+def static_response(request: Request, name: str, settings: Settings, *, vendor: bool = False) -> Response:
+    found = _read(name, vendor=vendor)
     if found is None:
         raise NotFound(f"no page file {name!r}")
     body, media_type = found
@@ -94,6 +110,22 @@ class LabelsPublic(BaseModel):
 
 
 web_router = APIRouter(prefix="/api", include_in_schema=True)
+
+
+@web_router.get("/", tags=["web"], include_in_schema=False)
+async def api_root() -> RedirectResponse:
+    """`/api/` is where a visitor lands first: send them to the page."""
+    return RedirectResponse("/api/ui/", status_code=308)
+
+
+@web_router.get("/docs", tags=["web"], response_class=Response, include_in_schema=False)
+async def api_docs(request: Request, settings: SettingsDep) -> Response:
+    return await run_in_threadpool(static_response, request, "docs.html", settings)
+
+
+@web_router.get("/ui/vendor/{name}", tags=["web"], response_class=Response, include_in_schema=False)
+async def ui_vendor_file(name: str, request: Request, settings: SettingsDep) -> Response:
+    return await run_in_threadpool(lambda: static_response(request, name, settings, vendor=True))
 
 
 @web_router.get("/ui", tags=["web"], include_in_schema=False)

@@ -35,7 +35,13 @@ class InvalidImage(ImageRejected):
     code = "invalid_image"
 
 
+class NotAnImage(InvalidImage):
+    """Bytes in no image format at all (text, PDF, an archive): a broken request (400), not a format choice."""
+
+
 class UnsupportedFormat(ImageRejected):
+    """A recognised image format that is not accepted (SVG, HEIF, ...)."""
+
     status_code = 415
     code = "unsupported_format"
 

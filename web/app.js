@@ -4,6 +4,7 @@ import {
   ApiError, api, apiJson, apiUrl, currentSession, putBlob, setUnauthorizedHandler, signIn, signOut,
   waitForResult,
 } from "./api.js";
+import { classShareChart, driftTimelineChart, histogramChart, timelineLegend } from "./charts.js";
 
 const MAX_PARALLEL_UPLOADS = 3;
 const MAX_PARALLEL_THUMBNAILS = 4;
@@ -145,6 +146,10 @@ function forgetData() {
   $("#label-options").replaceChildren();
   $("#models-table tbody").replaceChildren();
   $("#drift-table tbody").replaceChildren();
+  for (const id of ["#drift-timeline-chart", "#drift-histogram-chart", "#drift-classes-chart", "#drift-window-select",
+    "#drift-timeline-legend"]) {
+    $(id).replaceChildren();
+  }
 }
 
 function endSession(message) {
@@ -584,8 +589,48 @@ async function refreshDrift() {
   }
 }
 
+async function showHistograms(windowKey) {
+  const box = $("#drift-histogram-chart");
+  try {
+    const data = await apiJson(`drift/windows/${encodeURIComponent(windowKey)}/histograms`);
+    box.replaceChildren(histogramChart(data));
+  } catch (error) {
+    box.replaceChildren(element("p", { class: "muted", text: `Histograms unavailable: ${error.message}` }));
+  }
+}
+
+async function refreshDriftCharts() {
+  const figures = ["#drift-timeline-figure", "#drift-histogram-figure", "#drift-classes-figure"];
+  try {
+    const timeline = await apiJson("drift/timeline?limit=100");
+    const windows = timeline.items;
+    for (const id of figures) $(id).hidden = !windows.length;
+    $("#drift-charts-summary").textContent = windows.length
+      ? `${windows.length} window${windows.length === 1 ? "" : "s"}, ${windows.filter((w) => w.drift).length} ` +
+        "with a drift alarm."
+      : "No drift windows to chart yet.";
+    if (!windows.length) return;
+    $("#drift-timeline-legend").replaceChildren(timelineLegend(timeline.groups));
+    $("#drift-timeline-chart").replaceChildren(driftTimelineChart(timeline));
+    $("#drift-classes-chart").replaceChildren(classShareChart(timeline));
+    const withHistograms = windows.filter((w) => w.has_histograms).reverse(); // newest first in the list
+    const select = $("#drift-window-select");
+    const chosen = select.value;
+    select.replaceChildren(...withHistograms.map((w) => element("option", { value: w.window_key,
+      text: `${w.window_id}${w.drift ? " (drift)" : ""}` })));
+    $("#drift-histogram-figure").hidden = !withHistograms.length;
+    if (withHistograms.length) {
+      select.value = withHistograms.some((w) => w.window_key === chosen) ? chosen : withHistograms[0].window_key;
+      await showHistograms(select.value);
+    }
+  } catch (error) {
+    for (const id of figures) $(id).hidden = true;
+    $("#drift-charts-summary").textContent = `Drift charts unavailable: ${error.message}`;
+  }
+}
+
 async function refreshAdmin() {
-  await Promise.all([refreshModels(), refreshDrift()]);
+  await Promise.all([refreshModels(), refreshDrift(), refreshDriftCharts()]);
 }
 
 // --- start ------------------------------------------------------------------------------------------
@@ -603,6 +648,7 @@ function start() {
     document.querySelector(`button.folder[data-folder="${CSS.escape(key)}"]`)?.focus();
   });
   $("#admin-refresh").addEventListener("click", () => refreshAdmin());
+  $("#drift-window-select").addEventListener("change", (event) => showHistograms(event.target.value));
   for (const id of ["#filter-class", "#filter-confidence", "#filter-status"]) {
     $(id).addEventListener("input", () => renderGallery());
   }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from shared_code.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedFormat
+from shared_code.errors import EmptyImage, ImageTooLarge, InvalidImage, NotAnImage, UnsupportedFormat
 
 # Pillow's process-wide bomb guard is replaced by the per-call limit below, which is checked on the parsed
 # header before any pixel is decoded and gives the client the declared size in its message.
@@ -69,6 +69,33 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def sniff_unaccepted_format(data: bytes) -> str | None:
+    """A recognised image format that the service does not accept (415), or None.
+
+    Bytes that match neither list are not an image at all (400): the client sent something broken, not a
+    format we could have been asked to support.
+    """
+    head = data[:32]
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1"):
+        return "HEIF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        return "JPEG2000"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEGXL"
+    if head.startswith(b"8BPS"):
+        return "PSD"
+    if head.startswith(b"\x00\x00\x01\x00") or head.startswith(b"\x00\x00\x02\x00"):
+        return "ICO"
+    if head.startswith(b"qoif"):
+        return "QOI"
+    text = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!doctype svg", b"<!--")) and b"<svg" in text):
+        return "SVG"
+    return None
+
+
 def decode_image(data: bytes, limits: ImageLimits | None = None, *, min_side_hint: int = 0) -> DecodedImage:
     """Validate and decode `data` to RGB; `min_side_hint` lets JPEG decode at a reduced DCT scale."""
     limits = limits or DEFAULT_LIMITS
@@ -79,7 +106,12 @@ def decode_image(data: bytes, limits: ImageLimits | None = None, *, min_side_hin
         raise ImageTooLarge(f"the image has {len(data)} bytes; the limit is {limits.max_bytes}")
     fmt = sniff_format(data)
     if fmt is None:
-        raise UnsupportedFormat(f"not a supported image; accepted formats: {', '.join(SUPPORTED_FORMATS)}")
+        unaccepted = sniff_unaccepted_format(data)
+        if unaccepted is not None:
+            raise UnsupportedFormat(f"{unaccepted} images are not accepted; accepted formats: "
+                                    f"{', '.join(SUPPORTED_FORMATS)}")
+        raise NotAnImage(f"the bytes are not a supported image: they match none of the accepted formats "
+                         f"({', '.join(SUPPORTED_FORMATS)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,1 +1,1 @@
-"""Monitoring: drift statistics, windows, reference profiles, the drift run and its stored reports."""
+"""Monitoring: drift statistics, windows, reference profiles, the drift run, its stored reports and chart data."""

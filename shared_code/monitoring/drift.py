@@ -25,6 +25,7 @@ from azure.storage.blob import ContainerClient
 from shared_code import telemetry
 from shared_code.inference.model_card import ModelCard
 from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.monitoring.charts import window_charts
 from shared_code.monitoring.stats import SampleComparison, category_test, ks_test, mmd_test, proportion_increase_test
 from shared_code.monitoring.store import DriftStore, read_window_rows, write_report
 from shared_code.monitoring.summary import (
@@ -283,6 +284,8 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         return DriftRun(status="skipped", window=window, summary=None, reason=claim.reason)
     try:
         summary, reference, current = _summarise(window, deps)
+        if current:  # the page's charts, from the rows this run has read anyway
+            summary = summary.model_copy(update={"charts": window_charts(reference, current)})
         if summary.status == "ok" and (summary.drift or summary.corrections >= deps.min_corrections):
             summary = on_drift(summary, min_corrections=deps.min_corrections)
             summary = _submit_retraining(window, summary, deps)

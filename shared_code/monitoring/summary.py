@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared_code.monitoring.charts import WindowCharts
+
 IMAGE_COLUMNS = ("brightness", "contrast", "saturation", "sharpness", "entropy", "width", "height")
 NUMERIC_COLUMNS = (*IMAGE_COLUMNS, "confidence", "margin")
 MAX_SIGNALS = len(IMAGE_COLUMNS) + 5  # + confidence, class_distribution, embedding, low_confidence, accuracy
@@ -95,3 +97,4 @@ class DriftSummary(BaseModel):
     retraining_reason: str | None = None
     retraining_job: str | None = Field(default=None, description="The window's retraining job (RETRAIN_MODE on).")
     retraining_status: str | None = None
+    charts: WindowCharts | None = Field(default=None, description="Aggregates the page draws (histograms, classes).")

@@ -84,15 +84,18 @@ def windows_to_run(now: datetime, hours: int, *, missed_since: datetime | None =
 
 def parse_window(text: str) -> DriftWindow:
     """A window from its id (`2026-11-23T13:00Z/PT24H`) or key (`20261123T1300Z-PT24H`)."""
-    if match := _KEY.fullmatch(text):
-        start = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M").replace(tzinfo=UTC)
-        hours = int(match.group(3))
-    elif match := _ID.fullmatch(text):
-        start = datetime.strptime(f"{match.group(1)}{match.group(2)}{match.group(3)}", "%Y-%m-%d%H%M").replace(
-            tzinfo=UTC)
-        hours = int(match.group(4))
-    else:
-        raise BadRequest(f"{text!r} is not a drift window (expected e.g. 2026-11-23T13:00Z/PT24H)")
+    try:
+        if match := _KEY.fullmatch(text):
+            start = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M").replace(tzinfo=UTC)
+            hours = int(match.group(3))
+        elif match := _ID.fullmatch(text):
+            start = datetime.strptime(f"{match.group(1)}{match.group(2)}{match.group(3)}", "%Y-%m-%d%H%M").replace(
+                tzinfo=UTC)
+            hours = int(match.group(4))
+        else:
+            raise BadRequest(f"{text!r} is not a drift window (expected e.g. 2026-11-23T13:00Z/PT24H)")
+    except ValueError as exc:  # month 56, minute 95: the shape is right, the calendar time does not exist
+        raise BadRequest(f"{text!r} is not a calendar time (expected e.g. 2026-11-23T13:00Z/PT24H)") from exc
     if hours < 1:
         raise BadRequest("a drift window lasts at least one hour")
     if _aligned_start(start, hours) != start:

@@ -69,9 +69,23 @@ def safe_user_id(user_id: str) -> str:
     return user_id
 
 
+def _char_class(letter: str) -> str:
+    return f"[{letter.upper()}{letter}]" if letter.isalpha() else re.escape(letter)
+
+
+# The file name's extension: the text after its last dot, when a character other than a path separator comes
+# before that dot. One regex, so the OpenAPI document (FILENAME_PATTERN) says exactly what is accepted.
+FILENAME_PATTERN = (r"^[\s\S]*[^/\\]\.(?:" + "|".join(
+    "".join(_char_class(c) for c in ext[1:]) for ext in sorted(ALLOWED_EXTENSIONS)) + r")$")
+# `$` (not `\Z`) on purpose: JSON Schema validators in Python search patterns with re, where `$` also matches
+# before a final newline; the server reads the name the same way, so schema and server agree on every string.
+_EXTENSION = re.compile(r"[^/\\]\.([^./\\\n]*)$")
+
+
 def upload_blob_name(user_id: str, result_id: str, filename: str) -> str:
     """`{user}/{result_id}{ext}`: the client's file name never becomes a path (no traversal, no clashes)."""
-    extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    found = _EXTENSION.search(filename)
+    extension = f".{found.group(1).lower()}" if found and found.group(1) else ""
     if extension not in ALLOWED_EXTENSIONS:
         raise BadRequest(f"file extension {extension or '(none)'!r} is not accepted; use one of "
                          f"{', '.join(sorted(ALLOWED_EXTENSIONS))}")

@@ -124,3 +124,34 @@ def test_the_page_has_no_inline_code_and_references_only_served_files(client: Te
         assert "innerHTML" not in text and "eval(" not in text, "the page builds DOM nodes, never HTML strings"
     for name in [*parser.references, *scripts]:
         assert client.get(f"/api/ui/{name}").status_code == 200
+
+
+def test_api_root_redirects_to_the_page(client: TestClient) -> None:
+    response = client.get("/api/", follow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["location"] == "/api/ui/"
+
+
+def test_api_docs_are_served_by_the_app_under_the_strict_policy(client: TestClient) -> None:
+    """Swagger UI's page, start-up script and assets all come from this origin: nothing from a CDN."""
+    page = client.get("/api/docs")
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "unsafe" not in page.headers["content-security-policy"]
+    parser = _Inline()
+    parser.feed(page.text)
+    assert parser.problems == []
+    assert set(parser.references) == {"ui/favicon.svg", "ui/vendor/swagger-ui.css", "ui/vendor/swagger-ui-bundle.js",
+                                      "ui/docs.js"}
+    for reference in parser.references:
+        asset = client.get(f"/api/{reference}")
+        assert asset.status_code == 200, reference
+        assert asset.headers["x-content-type-options"] == "nosniff"
+    bundle = client.get("/api/ui/vendor/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"] == "text/javascript; charset=utf-8" and b"SwaggerUIBundle" in bundle.content
+    assert client.get("/api/ui/vendor/swagger-ui.css").headers["content-type"] == "text/css; charset=utf-8"
+    assert "http" not in page.text and "http" not in (WEB_ROOT / "docs.js").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["redoc.standalone.js", "favicon.png", "core.py", "..%2Fcore.py", "app.js"])
+def test_only_the_two_swagger_assets_are_vendored(client: TestClient, name: str) -> None:
+    assert client.get(f"/api/ui/vendor/{name}").status_code == 404

@@ -73,7 +73,16 @@ def test_bad_blob_is_rejected_once_without_retries(api: TestClient, app_settings
     grant = upload(api, "erin", b"this is not an image at all")
     classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))  # returns normally: no host retry
     result = api.get(f"/api/results/{grant['id']}", headers=bearer("erin")).json()
+    assert result["status"] == "rejected" and result["error"]["code"] == "invalid_image"
+
+
+def test_a_blob_in_an_unaccepted_image_format_is_rejected_as_such(api: TestClient,
+                                                                  app_settings: dict[str, str]) -> None:
+    grant = upload(api, "erin", b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+    classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))
+    result = api.get(f"/api/results/{grant['id']}", headers=bearer("erin")).json()
     assert result["status"] == "rejected" and result["error"]["code"] == "unsupported_format"
+    assert "SVG" in result["error"]["message"]
 
 
 def test_persistent_failure_ends_failed_and_visible(api: TestClient, app_settings: dict[str, str],

@@ -129,7 +129,7 @@ def test_a_rejected_image_makes_the_exit_status_non_zero(host: str, api_key: str
     assert finished.returncode == 1, finished.stderr
     rows = read_rows(out)
     assert rows["ok.png"]["status"] == "done"
-    assert rows["broken.jpg"]["status"] == "rejected" and "unsupported_format" in rows["broken.jpg"]["error"]
+    assert rows["broken.jpg"]["status"] == "rejected" and "invalid_image" in rows["broken.jpg"]["error"]
     assert "%|" not in finished.stderr  # --no-progress: no bars
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,6 +166,46 @@ def test_admin_runs_lists_and_reads_reports(drift_api: TestClient, dark_window: 
     assert summary.status_code == 200 and summary.json()["window_id"] == dark_window.id
 
 
+def test_chart_routes_serve_what_the_run_stored(drift_api: TestClient, dark_window: DriftWindow) -> None:
+    admin = bearer("ops", admin=True)
+    run = drift_api.post("/api/drift/run", json={"window": dark_window.id, "force": True}, headers=admin)
+    assert run.status_code == 200, run.text
+    charts = run.json()["summary"]["charts"]
+    assert sum(charts["class_counts"].values()) == 40 and sum(charts["reference_class_counts"].values()) == 80
+
+    timeline = drift_api.get("/api/drift/timeline", headers=admin)
+    assert timeline.status_code == 200, timeline.text
+    body = timeline.json()
+    assert body["groups"] == ["image", "embedding", "prediction", "confidence"]
+    starts = [item["window_start"] for item in body["items"]]
+    assert starts == sorted(starts)  # oldest first: the chart's x axis
+    window = next(item for item in body["items"] if item["window_key"] == dark_window.key)
+    assert window["drift"] is True and window["has_histograms"] is True
+    assert set(window["groups"]) == {"image", "embedding", "prediction", "confidence"}
+    image = window["groups"]["image"]
+    assert image["drifted"] is True and "brightness" in image["signals"]  # dark photos move the image statistics
+    assert image["evidence"] > -math.log10(window["alpha"])  # above the alarm line
+    assert window["class_counts"] == charts["class_counts"]
+
+    histograms = drift_api.get(f"/api/drift/windows/{dark_window.key}/histograms", headers=admin)
+    assert histograms.status_code == 200, histograms.text
+    by_column = {h["column"]: h for h in histograms.json()["histograms"]}
+    assert set(by_column) == {"confidence", "brightness"}
+    for histogram in by_column.values():
+        assert len(histogram["edges"]) == 21 and len(histogram["current"]) == len(histogram["reference"]) == 20
+        assert sum(histogram["current"]) == 40 and sum(histogram["reference"]) == 80
+    brightness = by_column["brightness"]
+    centre = [(a + b) / 2 for a, b in zip(brightness["edges"], brightness["edges"][1:], strict=False)]
+    current_mean = sum(c * n for c, n in zip(centre, brightness["current"], strict=True)) / 40
+    reference_mean = sum(c * n for c, n in zip(centre, brightness["reference"], strict=True)) / 80
+    assert current_mean < reference_mean - 0.1  # the dark window sits left of its reference
+
+    missing = drift_api.get("/api/drift/windows/20300101T0000Z-PT24H/histograms", headers=admin)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert drift_api.get("/api/drift/timeline", headers=bearer("someone")).status_code == 403
+    assert drift_api.get(f"/api/drift/windows/{dark_window.key}/histograms").status_code == 401
+
+
 def test_drift_routes_need_admin_and_valid_keys(drift_api: TestClient) -> None:
     user, admin = bearer("someone"), bearer("ops", admin=True)
     assert drift_api.get("/api/drift/reports", headers=user).status_code == 403
@@ -175,6 +216,9 @@ def test_drift_routes_need_admin_and_valid_keys(drift_api: TestClient) -> None:
     assert drift_api.get("/api/drift/reports/..%2Fsecret/report.html", headers=admin).status_code in {404, 422}
     bad = drift_api.post("/api/drift/run", json={"window": "2026-11-22T05:00Z/PT24H"}, headers=admin)
     assert bad.status_code == 400
+    empty = drift_api.post("/api/drift/run", json={"window": ""}, headers=admin)  # not "the default window"
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "bad_request"
+    assert drift_api.post("/api/drift/run", json={"force": 0}, headers=admin).status_code == 422  # a boolean
 
 
 def test_feedback_sets_the_corrected_label(drift_api: TestClient, drift_model: Path) -> None:

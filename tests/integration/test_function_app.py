@@ -54,3 +54,23 @@ def test_http_function_serves_classify_through_the_functions_adapter(app_functio
     body = json.loads(classified.get_body())
     assert body["predictions"][0]["label"] == "red" and len(body["predictions"]) == 1
     assert healthy.status_code == 200 and json.loads(healthy.get_body())["status"] == "ok"
+
+
+def test_every_method_reaches_the_api_which_answers_undeclared_ones_with_405_and_allow(
+        app_functions: dict[str, Any]) -> None:
+    """The host would answer TRACE (not in `func.HttpMethod`) with its own text/plain 404 had the function a
+    method list; without one, the API answers it like any undeclared method."""
+    assert not app_functions["http_app_func"].get_trigger().methods
+    user_function = app_functions["http_app_func"].get_user_function()
+    requests = [func.HttpRequest(method=method, url=f"http://localhost{path}", body=b"", headers=bearer("verbs"))
+                for method, path in (("TRACE", "/api/classify"), ("PUT", "/api/results/abc"),
+                                     ("GET", "/api/retraining/run"))]
+
+    async def invoke() -> list[func.HttpResponse]:
+        return [await user_function(request, InvocationContext()) for request in requests]
+
+    traced, put, literal = asyncio.run(invoke())
+    for response, allow in ((traced, "POST"), (put, "DELETE, GET"), (literal, "POST")):
+        assert response.status_code == 405, response.get_body()
+        assert response.headers["Allow"] == allow
+        assert json.loads(response.get_body())["error"]["code"] == "method_not_allowed"

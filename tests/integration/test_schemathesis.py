@@ -9,7 +9,12 @@ about one minute on the 2-core machine (the brief's ceiling is three).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +89,47 @@ def test_every_operation_conforms_to_the_openapi_document(api_schema: schemathes
 
     conforms()
     assert calls, f"no case was generated for {method} {path}"
+
+
+# --- the full outside run: every check, every phase -----------------------------------------------------
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+# fuzzing and stateful testing repeat until the budget is spent
+FULL_RUN_SECONDS = int(os.environ.get("SCHEMATHESIS_SECONDS", "150"))
+
+
+@pytest.fixture
+def served_api(api_schema: schemathesis.BaseSchema) -> Iterator[str]:
+    """The app on a free loopback port (uvicorn in a thread), as an outside client sees it."""
+    import uvicorn  # noqa: PLC0415 - only the outside run needs a real server
+
+    from devstack.processes import free_port  # noqa: PLC0415
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_api(), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_schemathesis_with_every_check_and_phase_finds_no_failure(served_api: str, tmp_path: Path) -> None:
+    """What an outside `schemathesis run --checks all` with examples, coverage, fuzzing and stateful finds: 0."""
+    token = bearer("schemathesis-cli", admin=True)["Authorization"]
+    report = tmp_path / "junit.xml"
+    finished = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(CONFIG), "run",
+         f"{served_api}/api/openapi.json",
+         "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-time", str(FULL_RUN_SECONDS),
+         "--max-examples", "25", "--seed", "1", "--workers", "1",
+         "--header", f"Authorization: {token}",
+         "--report", "junit", "--report-junit-path", str(report), "--no-color"],
+        capture_output=True, text=True, timeout=FULL_RUN_SECONDS + 240, check=False, cwd=tmp_path)
+    output = finished.stdout[-20000:] + finished.stderr[-4000:]
+    assert finished.returncode == 0, output
+    assert "No issues found" in output or " 0 failures" in output or "passed" in output.lower(), output

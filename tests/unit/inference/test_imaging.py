@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shared_code.errors import EmptyImage, ImageRejected, ImageTooLarge, InvalidImage, UnsupportedFormat
+from shared_code.errors import (
+    EmptyImage,
+    ImageRejected,
+    ImageTooLarge,
+    InvalidImage,
+    NotAnImage,
+    UnsupportedFormat,
+)
 from shared_code.inference.imaging import ImageLimits, decode_image, sniff_format
 from tests.factories import image_bytes
 
@@ -42,14 +49,18 @@ def test_every_supported_format_decodes_to_rgb(fmt: str) -> None:
     ("data", "error", "fragment"),
     [
         (b"", EmptyImage, "0 bytes"),
-        (b"this is plain text, not a JPEG at all", UnsupportedFormat, "not a supported image"),
-        (b"%PDF-1.7\n1 0 obj", UnsupportedFormat, "not a supported image"),
+        (b"this is plain text, not a JPEG at all", NotAnImage, "not a supported image"),
+        (b"%PDF-1.7\n1 0 obj", NotAnImage, "not a supported image"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', UnsupportedFormat, "SVG images are not accepted"),
+        (b"\xef\xbb\xbf<?xml version='1.0'?>\n<svg/>", UnsupportedFormat, "SVG"),
+        (b"\0\0\0\x1cftypavif" + b"\0" * 20, UnsupportedFormat, "AVIF"),
         (b"\xff\xd8\xff\xe0" + b"\x00" * 40, InvalidImage, "JPEG"),
         (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, InvalidImage, "PNG"),
         (b"GIF89a\x01", InvalidImage, "GIF"),
         (b"RIFF\x00\x00\x00\x00WEBPVP8 ", InvalidImage, "WEBP"),
     ],
-    ids=["empty", "text-named-jpg", "pdf", "jpeg-header-only", "png-garbage", "gif-stub", "webp-stub"],
+    ids=["empty", "text-named-jpg", "pdf", "svg", "svg-with-prolog", "avif",
+         "jpeg-header-only", "png-garbage", "gif-stub", "webp-stub"],
 )
 def test_bad_bytes_get_a_typed_error(data: bytes, error: type[ImageRejected], fragment: str) -> None:
     with pytest.raises(error) as caught:

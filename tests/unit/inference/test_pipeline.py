@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_code.errors import ImageRejected, ModelUnavailable, UnsupportedFormat
+from shared_code.errors import ImageRejected, ModelUnavailable, NotAnImage, UnsupportedFormat
 from shared_code.inference.classifier import load_classifier, softmax
 from shared_code.inference.features import EMBEDDING_DIM, image_statistics
 from shared_code.inference.pipeline import ClassificationPipeline
@@ -37,14 +37,18 @@ def test_batch_keeps_order_and_reports_rejections_in_place(pipeline: Classificat
     outcomes = pipeline.classify_many(
         [image_bytes("JPEG", color=(20, 230, 20)), b"not an image", image_bytes("GIF", color=(20, 20, 230))], top_k=1
     )
-    assert [type(o).__name__ for o in outcomes] == ["ImageClassification", "UnsupportedFormat", "ImageClassification"]
+    assert [type(o).__name__ for o in outcomes] == ["ImageClassification", "NotAnImage", "ImageClassification"]
     assert outcomes[0].predictions[0].label == "green"  # type: ignore[union-attr]
     assert outcomes[2].predictions[0].label == "blue"  # type: ignore[union-attr]
 
 
 def test_single_bad_image_raises_its_typed_error(pipeline: ClassificationPipeline) -> None:
-    with pytest.raises(UnsupportedFormat):
+    with pytest.raises(NotAnImage) as not_an_image:
         pipeline.classify_bytes(b"hello")
+    assert not_an_image.value.status_code == 400  # bytes in no image format: a broken request
+    with pytest.raises(UnsupportedFormat) as svg:
+        pipeline.classify_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+    assert svg.value.status_code == 415  # a real image format, just not one the service accepts
     with pytest.raises(ImageRejected):
         pipeline.classify_bytes(b"")
 

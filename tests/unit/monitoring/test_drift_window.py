@@ -47,7 +47,8 @@ def test_parse_accepts_id_and_key() -> None:
     assert parse_window(window.key) == window
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2026-11-22T05:00Z/PT24H", "20261122T0000Z-PT0H", "../etc"])
+@pytest.mark.parametrize("text", ["yesterday", "2026-11-22T05:00Z/PT24H", "20261122T0000Z-PT0H", "../etc",
+                                  "3064-56-32T18:95Z/PT0608H", "20261399T2500Z-PT1H"])  # no such calendar time
 def test_parse_rejects_bad_or_misaligned_windows(text: str) -> None:
     with pytest.raises(BadRequest):
         parse_window(text)
