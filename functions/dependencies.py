@@ -37,7 +37,8 @@ def build_service(settings: Settings) -> ClassificationService:
         repository = BlobModelRepository(service_client, settings.MODELS_CONTAINER, cache)
     models = ModelProvider(local_path=settings.MODEL_PATH, repository=repository, name=settings.MODEL_NAME,
                            version=settings.MODEL_VERSION, refresh_seconds=settings.MODEL_REFRESH_SECONDS,
-                           limits=limits, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
+                           limits=limits, intra_op_threads=settings.ORT_INTRA_OP_THREADS,
+                           backend=settings.INFERENCE_BACKEND)
     return ClassificationService(models, ResultsStore(container), blobs, max_attempts=settings.BLOB_MAX_ATTEMPTS,
                                  upload_minutes=settings.UPLOAD_SAS_MINUTES, decode_timeout_s=settings.DECODE_TIMEOUT_S)
 
@@ -67,12 +68,13 @@ def prewarm_model() -> threading.Thread | None:
         return None
     path = Path(os.environ.get("MODEL_PATH") or str(Settings.model_fields["MODEL_PATH"].default))
     threads = os.environ.get("ORT_INTRA_OP_THREADS", "0").strip() or "0"
+    backend = os.environ.get("INFERENCE_BACKEND", "auto").strip() or "auto"
     if not path.is_file() or not threads.isdigit():
         return None
 
     def load() -> None:
         try:
-            load_classifier(path, intra_op_threads=int(threads))
+            load_classifier(path, intra_op_threads=int(threads), backend=backend)
         except Exception as exc:  # the first request reports it properly
             logger.debug("model prewarm of %s failed: %s", path, exc)
 

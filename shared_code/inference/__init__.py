@@ -1,0 +1,1 @@
+"""Inference: decoding, preprocessing, the model card, backends, the classifier and the pipeline."""
