@@ -402,6 +402,8 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
         warm_up(target, bodies, 6)
         # The same backend setting as the host (local.settings.sample.json: auto), so the ratios compare like with like.
         classifier = load_classifier(model, backend=stack.values.get("INFERENCE_BACKEND", "auto"))
+        classifier.wait_ready(180)
+        figures_backend = wait_for_backend(host.port, classifier.backend_label)
         pipeline = ClassificationPipeline(classifier)
         for body in bodies[:6]:
             pipeline.classify_bytes(body)
@@ -419,6 +421,7 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
                              extras)
         figures = summarise(series)
         figures["backend"] = classifier.backend_label
+        figures["host_backend"] = figures_backend
         figures["http_over_pipeline_rounds"] = paired_ratios(series["pipeline"]["c1"], series["http"]["c1"])
         figures["memory"] = {"after_load": peak_rss_mb(host.process.pid)}
         if blob:
@@ -430,6 +433,21 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
     finally:
         host.process.stop()
     return figures
+
+
+def wait_for_backend(port: int, expected: str, timeout: float = 180.0) -> str:
+    """Poll /api/health until the host serves on `expected` (a quick start switches engines after compiling)."""
+    from bench.e2e_load import request_json  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    backend = ""
+    while time.monotonic() < deadline:
+        status, body = request_json(port, "GET", "/api/health", {})
+        backend = str(((body or {}).get("model") or {}).get("backend") or "") if status == 200 else ""
+        if backend == expected:
+            break
+        time.sleep(0.25)
+    return backend
 
 
 def blob_figures(run: dict[str, Any], poll_s: float) -> dict[str, Any]:

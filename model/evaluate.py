@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the full report (per class, confusion) here")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     parser.add_argument("--backend", default="onnxruntime",
-                        help="auto, onnxruntime, openvino (INFERENCE_BACKEND values) or openvino-bf16")
+                        help="auto, onnxruntime, openvino (INFERENCE_BACKEND values), openvino-f32 or openvino-bf16")
     parser.add_argument("--record-bf16-parity", action="store_true",
                         help="fp32 model: measure OpenVINO bf16 against ONNX Runtime fp32 and record it in the card")
     args = parser.parse_args(argv)

@@ -74,11 +74,12 @@ class ClassificationPipeline:
                 outcomes[index] = self._result(
                     image, crop, probabilities[row], vectors[row], top_k,
                     {"decode": image.decode_ms, "preprocess": resize_ms, "inference": per_image_inference},
+                    outputs.backend,
                 )
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _result(self, image: DecodedImage, crop: np.ndarray, probabilities: np.ndarray, vector: np.ndarray,
-                top_k: int, timings: dict[str, float]) -> ImageClassification:
+                top_k: int, timings: dict[str, float], backend: str) -> ImageClassification:
         confidence, margin = confidence_and_margin(probabilities)
         features = ImageFeatures(
             width=image.width, height=image.height, format=image.format, **image_statistics(crop),
@@ -89,5 +90,5 @@ class ClassificationPipeline:
         return ImageClassification(
             predictions=self.classifier.top_k(probabilities, top_k), features=features,
             model_name=self.card.name, model_version=self.card.version, timings_ms=timings,
-            backend=self.classifier.backend_label,
+            backend=backend,
         )

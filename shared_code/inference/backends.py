@@ -109,14 +109,14 @@ def bf16_allowed(card: ModelCard) -> bool:
 def choose_backend(requested: str, card: ModelCard, flags: frozenset[str], openvino_present: bool) -> BackendChoice:
     """The backend (and precision) for `card` under the INFERENCE_BACKEND setting `requested`.
 
-    `openvino-bf16` (not a setting: the evaluation tool's) forces bf16 on an fp32 model, to measure the parity
-    that later allows it.
+    `openvino-bf16` / `openvino-f32` (not settings: the evaluation and benchmark tools') force the precision of
+    an fp32 model, to measure the parity that later allows bf16, and f32 beside it.
     """
-    if requested == "openvino-bf16":
+    if requested in ("openvino-bf16", "openvino-f32"):
         if not openvino_present:
-            raise ModelUnavailable("openvino-bf16 needs the openvino package")
-        return BackendChoice("openvino", "bf16" if card.precision == "fp32" else card.precision[:4],
-                             "forced bf16 (parity measurement)")
+            raise ModelUnavailable(f"{requested} needs the openvino package")
+        forced = "bf16" if requested == "openvino-bf16" and card.precision == "fp32" else None
+        return BackendChoice("openvino", forced or ("int8" if int8 else "fp32"), f"forced {requested} (measurement)")
     int8 = card.precision.startswith("int8")
     if requested not in BACKEND_SETTINGS:
         raise ModelUnavailable(f"INFERENCE_BACKEND={requested!r}; expected one of {', '.join(BACKEND_SETTINGS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,36 @@ def test_large_jpeg_decodes_at_the_smallest_dct_scale_keeping_the_resize_target(
     buffer = io.BytesIO()
     Image.new("RGB", (280, 140), (200, 30, 30)).save(buffer, format="JPEG", quality=90)
     assert pipeline.decode(buffer.getvalue()).image.size == (140, 70)  # 1/2: 1/4 would leave 35 < 36
+
+
+@needs_openvino
+def test_auto_quick_start_serves_on_onnxruntime_until_openvino_is_compiled(
+        tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared_code import classifier as classifier_module  # noqa: PLC0415
+
+    gate = threading.Event()
+    real_open = backends.open_backend
+
+    def gated(card: ModelCard, onnx_path: Path, choice: backends.BackendChoice, threads: int = 0
+              ) -> tuple[backends.Backend, backends.BackendChoice]:
+        if choice.name == "openvino":
+            assert gate.wait(30)
+        return real_open(card, onnx_path, choice, threads)
+
+    monkeypatch.setattr(classifier_module, "open_backend", gated)
+    monkeypatch.setattr(classifier_module, "choose_backend",
+                        lambda *args: backends.BackendChoice("openvino", "fp32", "auto: test"))
+    card, onnx_path = load_card(tiny)
+    quick = Classifier(card, onnx_path, backend="auto")
+    pipeline = ClassificationPipeline(quick)
+    red = image_bytes("PNG", size=(50, 40), color=(230, 20, 20))
+    first = pipeline.classify_bytes(red)
+    assert first.backend == "onnxruntime-fp32" and not quick.ready.is_set()
+    assert "quick start" in quick.choice.reason
+    gate.set()
+    assert quick.wait_ready(30)
+    assert quick.backend_label == "openvino-fp32"
+    second = pipeline.classify_bytes(red)
+    assert second.backend == "openvino-fp32"
+    assert second.predictions[0].label == first.predictions[0].label == "red"
+    assert second.predictions[0].score == pytest.approx(first.predictions[0].score, abs=1e-4)
