@@ -112,12 +112,12 @@ def choose_backend(requested: str, card: ModelCard, flags: frozenset[str], openv
     `openvino-bf16` / `openvino-f32` (not settings: the evaluation and benchmark tools') force the precision of
     an fp32 model, to measure the parity that later allows bf16, and f32 beside it.
     """
+    int8 = card.precision.startswith("int8")
     if requested in ("openvino-bf16", "openvino-f32"):
         if not openvino_present:
             raise ModelUnavailable(f"{requested} needs the openvino package")
         forced = "bf16" if requested == "openvino-bf16" and card.precision == "fp32" else None
         return BackendChoice("openvino", forced or ("int8" if int8 else "fp32"), f"forced {requested} (measurement)")
-    int8 = card.precision.startswith("int8")
     if requested not in BACKEND_SETTINGS:
         raise ModelUnavailable(f"INFERENCE_BACKEND={requested!r}; expected one of {', '.join(BACKEND_SETTINGS)}")
     bf16 = bf16_allowed(card) and bool(flags & _BF16_FLAGS)
