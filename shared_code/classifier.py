@@ -25,6 +25,7 @@ from shared_code.inference.backends import (
     openvino_installed,
     session_options,
 )
+from shared_code.inference.batching import MicroBatcher
 from shared_code.model_card import ModelCard, load_card, sha256_of
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ class Classifier:
     """An ONNX classifier described by its model card, run by one backend."""
 
     def __init__(self, card: ModelCard, onnx_path: Path, intra_op_threads: int = 0,
-                 backend: str = "onnxruntime") -> None:
+                 backend: str = "onnxruntime", max_batch: int = 8) -> None:
         self.card = card
         self.onnx_path = onnx_path
         choice = choose_backend(backend, card, cpu_flags(), openvino_installed())
+        # Concurrent calls that find the engine busy are combined into one batch (shared_code.inference.batching).
+        self._batcher = MicroBatcher(self._infer_crops, max_batch=max_batch)
         self.ready = threading.Event()  # set once the chosen backend serves (at once, except for a quick start)
         if choice.name == "openvino" and choice.reason.startswith("auto"):
             # Quick start: ONNX Runtime loads in a fraction of OpenVINO's compile time, so it answers the first
@@ -118,16 +121,18 @@ class Classifier:
         backend = self.backend  # one engine per call, even if a quick start switches engines meanwhile
         started = time.perf_counter()
         outputs = backend.infer(batch)
-        return self._outputs(outputs, (time.perf_counter() - started) * 1000.0, backend)
+        return self._outputs(outputs, (time.perf_counter() - started) * 1000.0, f"{backend.name}-{backend.precision}")
 
     def run_crops(self, crops: np.ndarray) -> ModelOutputs:
         """Run a uint8 batch of centre crops [N, H, W, 3]; normalisation is the backend's (in place or in graph)."""
-        backend = self.backend
-        started = time.perf_counter()
-        outputs = backend.infer_crops(crops)
-        return self._outputs(outputs, (time.perf_counter() - started) * 1000.0, backend)
+        outputs, share_ms, label = self._batcher.run(crops)
+        return self._outputs(outputs, share_ms, label)
 
-    def _outputs(self, outputs: list[np.ndarray], elapsed_ms: float, backend: Backend) -> ModelOutputs:
+    def _infer_crops(self, crops: np.ndarray) -> tuple[list[np.ndarray], str]:
+        backend = self.backend  # one engine per batch, even if a quick start switches engines meanwhile
+        return backend.infer_crops(crops), f"{backend.name}-{backend.precision}"
+
+    def _outputs(self, outputs: list[np.ndarray], elapsed_ms: float, backend: str) -> ModelOutputs:
         logits = np.asarray(outputs[0], dtype=np.float32)
         if logits.shape[-1] != self.card.num_classes:
             raise ModelUnavailable(
@@ -135,7 +140,7 @@ class Classifier:
             )
         features = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
         return ModelOutputs(logits=logits, features=features, inference_ms=elapsed_ms,
-                            backend=f"{backend.name}-{backend.precision}")
+                            backend=backend)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return np.array(logits, dtype=np.float32) if self.card.outputs_are == "probabilities" else softmax(
