@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from bench.photos import twelve_mp_set
-from shared_code.classifier import available_cores, load_classifier
 from shared_code.inference.backends import cpu_flags, openvino_installed
-from shared_code.pipeline import ClassificationPipeline
+from shared_code.inference.classifier import available_cores, load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
 
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 

@@ -193,7 +193,7 @@ def emulators(workdir: Path, *, cosmos_keep_alive: bool = True) -> Iterator[Stac
 
 
 def token_for(values: dict[str, str], user: str) -> str:
-    from shared_code.auth import issue_token  # noqa: PLC0415
+    from shared_code.identity.auth import issue_token  # noqa: PLC0415
     from shared_code.settings import Settings  # noqa: PLC0415
 
     settings = Settings.model_validate({k: v for k, v in values.items() if k in Settings.model_fields})
@@ -267,7 +267,7 @@ def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[st
 def peer_ort_server(workdir: Path, model: Path) -> Iterator[int]:
     """The FastAPI + onnxruntime peer (app venv) serving the same ONNX file."""
     from devstack.processes import free_port, start_background  # noqa: PLC0415
-    from shared_code.model_card import load_card  # noqa: PLC0415
+    from shared_code.inference.model_card import load_card  # noqa: PLC0415
 
     card, onnx_path = load_card(model)
     port = free_port()
@@ -391,8 +391,8 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
     """Throughput and latency of one model's host, interleaved with the pipeline (baseline, peer, raw)."""
     import numpy as np  # noqa: PLC0415
 
-    from shared_code.classifier import load_classifier  # noqa: PLC0415
-    from shared_code.pipeline import ClassificationPipeline  # noqa: PLC0415
+    from shared_code.inference.classifier import load_classifier  # noqa: PLC0415
+    from shared_code.inference.pipeline import ClassificationPipeline  # noqa: PLC0415
 
     extras = extras or Extras()
     token = token_for(stack.values, BENCH_USER)
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     bodies, photos = photo_bytes(args.photos)
-    from shared_code.classifier import available_cores, load_classifier  # noqa: PLC0415
+    from shared_code.inference.classifier import available_cores, load_classifier  # noqa: PLC0415
 
     card = load_classifier(args.int8).card
     result: dict[str, Any] = {

@@ -26,11 +26,11 @@ import numpy as np
 
 from model.card import ensure_card
 from model.dataset import LabelledImage, labelled_images
-from shared_code.classifier import Classifier, load_classifier
 from shared_code.inference.backends import BF16_MAX_TOP1_DROP, BF16_PARITY_METRIC
-from shared_code.model_card import load_card, save_card
-from shared_code.pipeline import ClassificationPipeline
-from shared_code.preprocess import resize_and_crop
+from shared_code.inference.classifier import Classifier, load_classifier
+from shared_code.inference.model_card import load_card, save_card
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.inference.preprocess import resize_and_crop
 
 BATCH_SIZE = 16
 

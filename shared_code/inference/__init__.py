@@ -1,1 +1,1 @@
-"""Inference: decoding, preprocessing, the model card, backends, the classifier and the pipeline."""
+"""Inference: untrusted bytes to predictions (decode, card-driven preprocessing, backends, features, CAM, versions)."""

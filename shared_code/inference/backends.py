@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from shared_code.errors import ModelUnavailable
-from shared_code.model_card import ModelCard
+from shared_code.inference.model_card import ModelCard
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class OnnxRuntimeBackend:
     def __init__(self, card: ModelCard, onnx_path: Path, threads: int = 0) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
-        from shared_code.preprocess import Normaliser  # noqa: PLC0415 - preprocess imports model_card only
+        from shared_code.inference.preprocess import Normaliser  # noqa: PLC0415 - preprocess imports model_card only
 
         self.card = card
         self.precision = "int8" if card.precision.startswith("int8") else "fp32"

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared_code.classifier import Classifier, load_classifier
 from shared_code.errors import ModelUnavailable
 from shared_code.inference import backends
 from shared_code.inference.backends import BF16_PARITY_METRIC, choose_backend, openvino_installed
-from shared_code.model_card import ModelCard, load_card
-from shared_code.pipeline import ClassificationPipeline
-from shared_code.preprocess import Normaliser
+from shared_code.inference.classifier import Classifier, load_classifier
+from shared_code.inference.model_card import ModelCard, load_card
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.inference.preprocess import Normaliser
 from tests.factories import image_bytes, make_tiny_model
 
 pytestmark = pytest.mark.unit
@@ -123,7 +123,7 @@ def test_large_jpeg_decodes_at_the_smallest_dct_scale_keeping_the_resize_target(
 @needs_openvino
 def test_auto_quick_start_serves_on_onnxruntime_until_openvino_is_compiled(
         tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared_code import classifier as classifier_module  # noqa: PLC0415
+    from shared_code.inference import classifier as classifier_module  # noqa: PLC0415
 
     gate = threading.Event()
     real_open = backends.open_backend
