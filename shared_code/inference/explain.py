@@ -53,6 +53,7 @@ class Explanation:
     peak: tuple[int, int]  # (x, y) in original image pixels
     crop: Box
     overlay_png: bytes
+    backend: str = ""  # the engine that computed the feature map, e.g. openvino-int8
 
 
 # --- the math (pure) ------------------------------------------------------------------------------------
@@ -248,4 +249,5 @@ def explain_image(pipeline: ClassificationPipeline, data: bytes, *, class_index:
         class_index=chosen, label=card.labels[chosen], score=float(probabilities[chosen]), model_name=card.name,
         model_version=card.version, image_width=original[0], image_height=original[1], heatmap=heat,
         peak=peak_in_image(cam, box, original), crop=box, overlay_png=png_bytes(overlay(decoded.image, heat)),
+        backend=outputs.backend,
     )
