@@ -27,6 +27,7 @@ from shared_code.inference.backends import cpu_flags, openvino_installed
 from shared_code.inference.classifier import available_cores, load_classifier
 from shared_code.inference.pipeline import ClassificationPipeline
 
+LOAD_S: dict[str, float] = {}  # first load (session build / compile) per model and backend, seconds
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -61,8 +62,10 @@ def photo_bytes(folder: Path | None, count: int = 64) -> list[bytes]:
 
 def raw_rate(card: Path, batch: int, seconds: float, backend: str = "onnxruntime") -> float:
     """Raw inference on a float32 network-input tensor (every output the service reads: logits and features)."""
+    started = time.perf_counter()
     classifier = load_classifier(card, backend=backend)
     classifier.wait_ready(180)
+    LOAD_S.setdefault(f"{classifier.card.name}:{classifier.card.version}:{backend}", time.perf_counter() - started)
     height, width = classifier.card.input_size
     tensor = np.random.default_rng(0).standard_normal((batch, 3, height, width)).astype(np.float32)
 
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             results["real_openvino_int8_top1"] = top1(args.real_int8, args.photos, "openvino")
     else:
         results["int8_top1_delta"] = None
+    results["model_load_s"] = LOAD_S
     results["machine"]["load_after"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
