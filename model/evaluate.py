@@ -101,6 +101,7 @@ def evaluate(model_path: Path, data: Path, intra_op_threads: int = 0, backend: s
     """Evaluate a card (or bare ImageNet ONNX) on a labelled folder; return the full report."""
     card_path = ensure_card(model_path)
     classifier = load_classifier(card_path, intra_op_threads=intra_op_threads, backend=backend)
+    classifier.wait_ready(300)  # `auto` may quick-start on ONNX Runtime: evaluate the engine that will serve
     items = labelled_images(data, classifier.card.labels)
     report = summarise(predict(classifier, items), classifier.card.labels)
     card = classifier.card
