@@ -86,8 +86,8 @@ bench: model/.venv/.installed $(BENCH_FP32) $(BENCH_INT8) $(BENCH_REAL) $(BENCH_
 
 # --- Targets named in the issues' contracts (checked from outside): their variables live in mk/*.mk ---
 .PHONY: eval drift-check bench-e2e fault-test
-eval: .venv/.installed ## Top-1/top-5, per-class F1, confusion: make eval MODEL=card|onnx DATA=dir [OUT=file.json]
-	$(PY) -m model.evaluate --model $(or $(MODEL),$(DEFAULT_MODEL)) --data $(or $(DATA),../shared/imagenet-sample) $(if $(OUT),--out $(OUT))
+eval: .venv/.installed ## Top-1/top-5, per-class F1, confusion: make eval MODEL=card|onnx DATA=dir [OUT=file.json] [BACKEND=onnxruntime|openvino|auto]
+	$(PY) -m model.evaluate --model $(or $(MODEL),$(DEFAULT_MODEL)) --data $(or $(DATA),../shared/imagenet-sample) $(if $(OUT),--out $(OUT)) $(if $(BACKEND),--backend $(BACKEND))
 
 drift-check: .venv/.installed ## Shifted-data drift check: make drift-check DATA=<folder> [MODEL=card|onnx]; last line JSON
 	@test -n "$(DATA)" || { echo "usage: make drift-check DATA=<folder with labels.csv or class subfolders> [MODEL=...]"; exit 2; }

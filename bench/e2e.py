@@ -7,8 +7,10 @@ Functions host (devstack.host, the real function_app) per model, and measures:
   * cold start: host spawn -> first answered POST /api/classify (median of several spawns), plus a phase
     split from a probe process doing the same steps in order (bench/e2e_coldstart.py);
   * HTTP classify images/s and p50/p95/p99 latency at concurrency 1, 2, 4, interleaved round by round with
-    the in-process pipeline on the same images and with the baseline server (FastAPI + PyTorch eager,
-    bench/baseline_server.py in the model venv), so the ratios compare blocks seconds apart;
+    the in-process pipeline on the same images, raw batch-1 inference of the served backend, the baseline
+    server (FastAPI + PyTorch eager, bench/baseline_server.py in the model venv) and the competent peer
+    (FastAPI + onnxruntime on the same ONNX file, no storage: bench/peer_ort_server.py), so the ratios
+    compare blocks seconds apart; plus HTTP and pipeline at concurrency 1 on 12 MP JPEGs made at run time;
   * the blob path: N uploads through upload SAS URLs -> N results, images/s and upload-to-result lag;
   * peak RSS of the worker per model.
 Every /api/classify also authenticates the caller and writes its result to Cosmos: that is part of HTTP.
@@ -37,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e_load import HttpTarget, blob_run, call_block, http_block, warm_up
-from bench.e2e_stats import CONCURRENCY, Series, check_shape, headline, latency_summary, median, paired_ratios
+from bench.e2e_stats import (
+    CONCURRENCY,
+    Series,
+    check_shape,
+    comparisons,
+    headline,
+    latency_summary,
+    median,
+    paired_ratios,
+)
+from bench.photos import twelve_mp_set
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL_PY = PROJECT_ROOT / "model" / ".venv" / "bin" / "python"
@@ -253,6 +265,26 @@ def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[st
 
 
 @contextlib.contextmanager
+def peer_ort_server(workdir: Path, model: Path) -> Iterator[int]:
+    """The FastAPI + onnxruntime peer (app venv) serving the same ONNX file."""
+    from devstack.processes import free_port, start_background  # noqa: PLC0415
+    from shared_code.inference.model_card import load_card  # noqa: PLC0415
+
+    card, onnx_path = load_card(model)
+    port = free_port()
+    process = start_background("peer-ort", [sys.executable, "-m", "bench.peer_ort_server", "--port", str(port),
+                                            "--model", str(onnx_path), "--resize", str(card.resize_size),
+                                            "--crop", str(card.crop_size)],
+                               log_path=workdir / "peer-ort.log", cwd=PROJECT_ROOT,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    try:
+        process.wait_for_ports([port], timeout=120)
+        yield port
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
 def baseline_server(workdir: Path, arch: str) -> Iterator[int | None]:
     """The FastAPI + PyTorch eager server in the model venv, or None when that venv is missing."""
     if not MODEL_PY.exists():
@@ -304,24 +336,48 @@ def cold_starts(stack: Stack, model: Path, image: bytes, image_path: Path, token
     return result
 
 
+@dataclass
+class Extras:
+    """What is measured beside our HTTP and pipeline in every round (absent parts are skipped)."""
+
+    baseline: HttpTarget | None = None
+    peer: HttpTarget | None = None
+    raw_work: Any = None  # raw batch-1 inference of the served backend (in-process)
+    big_bodies: Sequence[bytes] = ()  # 12 MP JPEGs: our HTTP and pipeline at concurrency 1
+
+
 def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: HttpTarget,
-                pipeline_work: Any, baseline: HttpTarget | None) -> dict[str, dict[str, Series]]:
-    """Round by round: pipeline (c=1), then HTTP and baseline at each concurrency, blocks of `seconds`."""
-    series: dict[str, dict[str, Series]] = {"pipeline": {"c1": Series()}, "http": {}, "baseline": {}}
+                pipeline_work: Any, baseline: HttpTarget | None, extras: Extras | None = None
+                ) -> dict[str, dict[str, Series]]:
+    """Round by round: pipeline and raw (c=1), then HTTP, baseline and peer at each concurrency; `seconds` blocks."""
+    extras = extras or Extras(baseline=baseline)
+    extras.baseline = extras.baseline or baseline
+    remote = {name: target for name, target in (("baseline", extras.baseline), ("peer_ort", extras.peer)) if target}
+    series: dict[str, dict[str, Series]] = {"pipeline": {"c1": Series()}, "http": {}, "baseline": {}, "peer_ort": {},
+                                            "raw": {}, "pipeline_12mp": {}, "http_12mp": {}}
     for concurrency in CONCURRENCY:
         series["http"][f"c{concurrency}"] = Series()
-        if baseline is not None:
-            series["baseline"][f"c{concurrency}"] = Series()
+        for name in remote:
+            series[name][f"c{concurrency}"] = Series()
+    if extras.raw_work is not None:
+        series["raw"]["c1"] = Series()
+    if extras.big_bodies:
+        series["pipeline_12mp"]["c1"], series["http_12mp"]["c1"] = Series(), Series()
     offset = 0
     for round_index in range(rounds):
         for concurrency in CONCURRENCY:
             key = f"c{concurrency}"
             if concurrency == 1:
                 series["pipeline"][key].add(call_block(pipeline_work, bodies, seconds, offset))
+                if extras.raw_work is not None:
+                    series["raw"][key].add(call_block(extras.raw_work, bodies, seconds, offset))
             series["http"][key].add(http_block(http, bodies, concurrency, seconds, offset))
-            if baseline is not None:
-                series["baseline"][key].add(http_block(baseline, bodies, concurrency, seconds, offset))
+            for name, target in remote.items():
+                series[name][key].add(http_block(target, bodies, concurrency, seconds, offset))
             offset += 37
+        if extras.big_bodies:
+            series["pipeline_12mp"]["c1"].add(call_block(pipeline_work, extras.big_bodies, seconds, round_index))
+            series["http_12mp"]["c1"].add(http_block(http, extras.big_bodies, 1, seconds, round_index))
         print(f"  round {round_index + 1}/{rounds} done (load {os.getloadavg()[0]:.2f})", flush=True)
     return series
 
@@ -331,24 +387,42 @@ def summarise(series: dict[str, dict[str, Series]]) -> dict[str, Any]:
 
 
 def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse.Namespace,
-                  baseline: HttpTarget | None, rounds: int, blob: bool) -> dict[str, Any]:
-    """Throughput and latency of one model's host, interleaved with the pipeline (and the baseline)."""
+                  baseline: HttpTarget | None, rounds: int, blob: bool, extras: Extras | None = None
+                  ) -> dict[str, Any]:
+    """Throughput and latency of one model's host, interleaved with the pipeline (baseline, peer, raw)."""
+    import numpy as np  # noqa: PLC0415
+
     from shared_code.inference.classifier import load_classifier  # noqa: PLC0415
     from shared_code.inference.pipeline import ClassificationPipeline  # noqa: PLC0415
 
+    extras = extras or Extras()
     token = token_for(stack.values, BENCH_USER)
     host = start_host(stack, model, bodies[0], token, blob_poll_s=args.blob_poll_seconds)
     try:
         target = HttpTarget(host.port, "/api/classify?top_k=5", {"Authorization": f"Bearer {token}"})
         warm_up(target, bodies, 6)
-        pipeline = ClassificationPipeline(load_classifier(model))
+        # The same backend setting as the host (local.settings.sample.json: auto), so the ratios compare like with like.
+        classifier = load_classifier(model, backend=stack.values.get("INFERENCE_BACKEND", "auto"))
+        classifier.wait_ready(180)
+        figures_backend = wait_for_backend(host.port, classifier.backend_label)
+        pipeline = ClassificationPipeline(classifier)
         for body in bodies[:6]:
             pipeline.classify_bytes(body)
-        if baseline is not None:
-            warm_up(baseline, bodies, 4)
-        print(f"{model}: {rounds} interleaved rounds of {args.seconds:g} s blocks", flush=True)
-        series = interleaved(bodies, args.seconds, rounds, target, lambda b: pipeline.classify_bytes(b, 5), baseline)
+        height, width = classifier.card.input_size
+        tensor = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
+        if extras.raw_work is None:
+            extras.raw_work = lambda _body: classifier.backend.infer(tensor)
+        extras.raw_work(b"")
+        for remote in (baseline, extras.peer):
+            if remote is not None:
+                warm_up(remote, bodies, 4)
+        print(f"{model}: {rounds} interleaved rounds of {args.seconds:g} s blocks on {classifier.backend_label}",
+              flush=True)
+        series = interleaved(bodies, args.seconds, rounds, target, lambda b: pipeline.classify_bytes(b, 5), baseline,
+                             extras)
         figures = summarise(series)
+        figures["backend"] = classifier.backend_label
+        figures["host_backend"] = figures_backend
         figures["http_over_pipeline_rounds"] = paired_ratios(series["pipeline"]["c1"], series["http"]["c1"])
         figures["memory"] = {"after_load": peak_rss_mb(host.process.pid)}
         if blob:
@@ -360,6 +434,21 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
     finally:
         host.process.stop()
     return figures
+
+
+def wait_for_backend(port: int, expected: str, timeout: float = 180.0) -> str:
+    """Poll /api/health until the host serves on `expected` (a quick start switches engines after compiling)."""
+    from bench.e2e_load import request_json  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    backend = ""
+    while time.monotonic() < deadline:
+        status, body = request_json(port, "GET", "/api/health", {})
+        backend = str(((body or {}).get("model") or {}).get("backend") or "") if status == 200 else ""
+        if backend == expected:
+            break
+        time.sleep(0.25)
+    return backend
 
 
 def blob_figures(run: dict[str, Any], poll_s: float) -> dict[str, Any]:
@@ -384,6 +473,7 @@ def chart(result: dict[str, Any], target: Path) -> None:
     for name, figures in result["models"].items():
         groups.append((f"HTTP {name}", figures["http"]))
     groups.append(("baseline (FastAPI+torch)", result.get("baseline") or {}))
+    groups.append(("peer (FastAPI+onnxruntime)", result.get("peer_ort") or {}))
     width = 0.8 / (len(groups) + 1)
     for index, concurrency in enumerate(CONCURRENCY):
         key = f"c{concurrency}"
@@ -423,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-n", type=int, default=100)
     parser.add_argument("--blob-poll-seconds", type=float, default=1.0, help="the host's blob polling interval")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip the FastAPI + onnxruntime peer")
+    parser.add_argument("--big-n", type=int, default=8, help="12 MP JPEGs made from the photos (0: none)")
     parser.add_argument("--cosmos-close", action="store_true",
                         help="run the Cosmos server as devstack does (Connection: close on every answer)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "e2e.json")
@@ -466,13 +558,20 @@ def main(argv: list[str] | None = None) -> int:
                                       {"source": packages["source"]})
         with contextlib.ExitStack() as servers:
             baseline_port = None if args.no_baseline else servers.enter_context(baseline_server(workdir, args.arch))
+            peer_port = None if args.no_peer else servers.enter_context(peer_ort_server(workdir, models["int8"]))
+            big = twelve_mp_set(bodies, args.big_n) if args.big_n else []
             for name, model in models.items():
                 baseline = HttpTarget(baseline_port, "/classify", {}) if baseline_port and name == "int8" else None
+                extras = Extras(peer=HttpTarget(peer_port, "/classify", {}) if peer_port and name == "int8" else None,
+                                big_bodies=big if name == "int8" else ())
                 rounds = args.rounds if name == "int8" else args.fp32_rounds
-                figures = measure_model(stack, model, bodies, args, baseline, rounds, blob=name == "int8")
+                figures = measure_model(stack, model, bodies, args, baseline, rounds, blob=name == "int8",
+                                        extras=extras)
                 figures["cold_start"] = colds[name]
                 if baseline is not None:
                     result["baseline"] = figures.pop("baseline")
+                if extras.peer is not None:
+                    result["peer_ort"] = figures.pop("peer_ort")
                 result["models"][name] = figures
     result.update(headline(result["models"], "int8", result.get("baseline") or {"c1": {"img_s": float("nan")}},
                            result["models"]["int8"]["cold_start"]))
@@ -489,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  for kind in ("source", "precompiled", "source_no_prewarm")
                                                  if kind in f["cold_start"]
                                                  for m in f["cold_start"][kind]["forbidden_modules_loaded"]})
+    result.update(comparisons(result["models"]["int8"], result.get("peer_ort")))
+    if big:
+        result["photos_12mp"] = f"{len(big)} JPEGs 4000x3000 q90 upscaled from the shared photos, made at run time"
     if result.get("baseline"):
         result["http_over_baseline"] = {key: result["models"]["int8"]["http"][key]["img_s"] / value["img_s"]
                                         for key, value in result["baseline"].items()}

@@ -124,6 +124,29 @@ def headline(models: Mapping[str, Mapping[str, Any]], served: str, baseline: Map
     }
 
 
+def comparisons(served: Mapping[str, Any], peer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keys comparing the served model's HTTP with the peer, raw inference and the 12 MP set (None: not measured).
+
+    `http_over_peer_ort` is ours / peer at concurrency 1 (higher is better, unlike `http_over_pipeline`);
+    `http_c4_over_raw` is our HTTP at concurrency 4 over raw batch-1 inference of the same backend.
+    """
+    http = served["http"]
+    raw = (served.get("raw") or {}).get("c1", {}).get("img_s")
+    peer_c1 = (peer or {}).get("c1", {}).get("img_s")
+    big_http = (served.get("http_12mp") or {}).get("c1", {}).get("img_s")
+    big_pipeline = (served.get("pipeline_12mp") or {}).get("c1", {}).get("img_s")
+    return {
+        "peer_ort_http_img_s": peer_c1,
+        "http_over_peer_ort": http["c1"]["img_s"] / peer_c1 if peer_c1 else None,
+        "raw_batch1_img_s": raw,
+        "http_c4_over_raw": http["c4"]["img_s"] / raw if raw and "c4" in http else None,
+        "http_12mp_img_s": big_http,
+        "pipeline_12mp_img_s": big_pipeline,
+        "http_12mp_over_pipeline": big_pipeline / big_http if big_http and big_pipeline else None,
+        "backend": served.get("backend"),
+    }
+
+
 def check_shape(result: Mapping[str, Any]) -> list[str]:
     """Problems with a result document (empty when it honours the contract)."""
     problems = [f"missing key {key}" for key in REQUIRED_KEYS if key not in result]

@@ -69,12 +69,13 @@ def prewarm_model() -> threading.Thread | None:
         return None
     path = Path(os.environ.get("MODEL_PATH") or str(Settings.model_fields["MODEL_PATH"].default))
     threads = os.environ.get("ORT_INTRA_OP_THREADS", "0").strip() or "0"
+    backend = os.environ.get("INFERENCE_BACKEND", "auto").strip() or "auto"
     if not path.is_file() or not threads.isdigit():
         return None
 
     def load() -> None:
         try:
-            load_classifier(path, intra_op_threads=int(threads))
+            load_classifier(path, intra_op_threads=int(threads), backend=backend)
         except Exception as exc:  # the first request reports it properly
             logger.debug("model prewarm of %s failed: %s", path, exc)
 

@@ -102,7 +102,8 @@ def explanation_public(explanation: Explanation) -> ExplanationPublic:
     height, width = explanation.heatmap.shape
     return ExplanationPublic(
         class_index=explanation.class_index, label=explanation.label, score=round(explanation.score, 6),
-        model=ModelRef(name=explanation.model_name, version=explanation.model_version),
+        model=ModelRef(name=explanation.model_name, version=explanation.model_version,
+                       backend=explanation.backend or None),
         image=SizePublic(width=explanation.image_width, height=explanation.image_height),
         heatmap=HeatmapPublic(width=width, height=height,
                               data=base64.b64encode(explanation.heatmap.tobytes()).decode("ascii")),

@@ -1,6 +1,11 @@
 """Evaluate an ONNX classifier on a labelled image folder through the serving path (no torch).
 
-    python -m model.evaluate --model CARD_OR_ONNX --data DIR [--out metrics.json]
+    python -m model.evaluate --model CARD_OR_ONNX --data DIR [--out metrics.json] [--backend openvino]
+    python -m model.evaluate --model FP32_CARD --data DIR --record-bf16-parity
+
+`--backend` is an INFERENCE_BACKEND value (default onnxruntime). `--record-bf16-parity` evaluates an fp32
+model on ONNX Runtime fp32 and on OpenVINO bf16 and writes the top-1 change into the card's metrics
+(`bf16_top1_delta`): only then may `auto` serve it in bf16.
 
 DIR holds a `labels.csv` (filename,class_index[,synset,label]) or one subfolder per class named like
 the label. The last line printed is one JSON object with at least n, top1 and top5 (fractions).
@@ -21,9 +26,11 @@ import numpy as np
 
 from model.card import ensure_card
 from model.dataset import LabelledImage, labelled_images
+from shared_code.inference.backends import BF16_MAX_TOP1_DROP, BF16_PARITY_METRIC
 from shared_code.inference.classifier import Classifier, load_classifier
+from shared_code.inference.model_card import load_card, save_card
 from shared_code.inference.pipeline import ClassificationPipeline
-from shared_code.inference.preprocess import preprocess_batch
+from shared_code.inference.preprocess import resize_and_crop
 
 BATCH_SIZE = 16
 
@@ -44,8 +51,9 @@ def predict(classifier: Classifier, items: Sequence[LabelledImage], batch_size: 
     started = time.perf_counter()
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        batch = preprocess_batch([pipeline.decode(item.path.read_bytes()).image for item in chunk], classifier.card)
-        logits = classifier.run(batch).logits
+        crops = np.stack([np.asarray(resize_and_crop(pipeline.decode(item.path.read_bytes()).image, classifier.card))
+                          for item in chunk])
+        logits = classifier.run_crops(crops).logits  # the serving entry point (normalisation per backend)
         k = min(5, logits.shape[1])
         rows.append(np.argsort(-logits, axis=1, kind="stable")[:, :k])
     return Predictions(
@@ -89,16 +97,31 @@ def summarise(predictions: Predictions, labels: Sequence[str]) -> dict[str, Any]
     }
 
 
-def evaluate(model_path: Path, data: Path, intra_op_threads: int = 0) -> dict[str, Any]:
+def evaluate(model_path: Path, data: Path, intra_op_threads: int = 0, backend: str = "onnxruntime") -> dict[str, Any]:
     """Evaluate a card (or bare ImageNet ONNX) on a labelled folder; return the full report."""
     card_path = ensure_card(model_path)
-    classifier = load_classifier(card_path, intra_op_threads=intra_op_threads)
+    classifier = load_classifier(card_path, intra_op_threads=intra_op_threads, backend=backend)
+    classifier.wait_ready(300)  # `auto` may quick-start on ONNX Runtime: evaluate the engine that will serve
     items = labelled_images(data, classifier.card.labels)
     report = summarise(predict(classifier, items), classifier.card.labels)
     card = classifier.card
     model = {"name": card.name, "version": card.version, "precision": card.precision, "sha256": card.sha256,
-             "card": str(card_path)}
+             "card": str(card_path), "backend": classifier.backend_label}
     return {"model": model, "data": str(data), **report}
+
+
+def record_bf16_parity(model_path: Path, data: Path, intra_op_threads: int = 0) -> dict[str, Any]:
+    """Top-1 of fp32 (ONNX Runtime) and bf16 (OpenVINO) on `data`; the change goes into the card's metrics."""
+    card_path = ensure_card(model_path)
+    card, onnx_path = load_card(card_path)
+    if card.precision != "fp32":
+        raise SystemExit(f"{card_path}: bf16 parity applies to fp32 models, not {card.precision}")
+    fp32 = evaluate(card_path, data, intra_op_threads, "onnxruntime")["top1"]
+    bf16 = evaluate(card_path, data, intra_op_threads, "openvino-bf16")["top1"]
+    delta = round(bf16 - fp32, 4)
+    save_card(card.model_copy(update={"metrics": {**card.metrics, BF16_PARITY_METRIC: delta}}), onnx_path)
+    return {"card": str(card_path), "fp32_top1": fp32, "bf16_top1": bf16, BF16_PARITY_METRIC: delta,
+            "bf16_allowed": delta >= -BF16_MAX_TOP1_DROP, "data": str(data)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,14 +129,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="model card, or an ONNX file")
     parser.add_argument("--data", type=Path, required=True, help="folder with labels.csv or class subfolders")
     parser.add_argument("--out", type=Path, help="write the full report (per class, confusion) here")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    parser.add_argument("--backend", default="onnxruntime",
+                        help="auto, onnxruntime, openvino (INFERENCE_BACKEND values), openvino-f32 or openvino-bf16")
+    parser.add_argument("--record-bf16-parity", action="store_true",
+                        help="fp32 model: measure OpenVINO bf16 against ONNX Runtime fp32 and record it in the card")
     args = parser.parse_args(argv)
-    report = evaluate(args.model, args.data, args.threads)
+    if args.record_bf16_parity:
+        print(json.dumps(record_bf16_parity(args.model, args.data, args.threads)))
+        return 0
+    report = evaluate(args.model, args.data, args.threads, args.backend)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     summary = {key: report[key] for key in ("n", "top1", "top5", "macro_f1", "images_per_s")}
-    print(json.dumps({**summary, "model": f"{report['model']['name']}:{report['model']['version']}"}))
+    print(json.dumps({**summary, "model": f"{report['model']['name']}:{report['model']['version']}",
+                      "backend": report["model"]["backend"]}))
     return 0
 
 

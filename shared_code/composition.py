@@ -157,7 +157,8 @@ class Components:
         return self._once("models", lambda: ModelProvider(
             local_path=s.MODEL_PATH, repository=self.model_repository if s.MODEL_SOURCE == "blob" else None,
             name=s.MODEL_NAME, version=s.MODEL_VERSION, refresh_seconds=s.MODEL_REFRESH_SECONDS,
-            limits=self.image_limits, intra_op_threads=s.ORT_INTRA_OP_THREADS))
+            limits=self.image_limits, intra_op_threads=s.ORT_INTRA_OP_THREADS,
+            backend=s.INFERENCE_BACKEND))
 
     @property
     def results(self) -> ResultsStore:

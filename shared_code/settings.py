@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     MODEL_VERSION: str = Field(default="latest", description="Version to serve, or 'latest' promoted.")
     MODEL_REFRESH_SECONDS: int = Field(default=60, ge=5, description="How often a new promoted version is looked up.")
     MODEL_CACHE_DIR: str = Field(default="", description="Where blob models are cached; default: temp dir.")
-    ORT_INTRA_OP_THREADS: int = Field(default=0, ge=0, description="0 = number of cores available to the worker.")
+    ORT_INTRA_OP_THREADS: int = Field(default=0, ge=0, description="0 = number of cores available to the worker "
+                                      "(inference threads of either backend).")
+    INFERENCE_BACKEND: Literal["auto", "onnxruntime", "openvino"] = Field(
+        default="auto", description="auto: OpenVINO where it is faster on this CPU (int8 with VNNI/AMX, fp32 with "
+        "measured bf16 parity on a bf16 CPU) and installed, else ONNX Runtime.")
 
     # --- storage -----------------------------------------------------------------------------------------
     STORAGE_ACCOUNT_URL: str = Field(default="", description="https://<account>.blob.core.windows.net (Azure).")

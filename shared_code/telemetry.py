@@ -42,11 +42,12 @@ DIM_MODEL_NAME = "model_name"
 DIM_MODEL_VERSION = "model_version"
 DIM_PREDICTED_LABEL = "predicted_label"
 DIM_SOURCE = "source"
+DIM_BACKEND = "backend"  # inference engine and arithmetic, e.g. openvino-int8
 DIM_REASON = "reason"
 DIM_DRIFT_DETECTED = "drift_detected"
 DIM_RETRAINING_EVENT = "event"
 
-_MODEL_DIMS = frozenset({DIM_MODEL_NAME, DIM_MODEL_VERSION, DIM_SOURCE})
+_MODEL_DIMS = frozenset({DIM_MODEL_NAME, DIM_MODEL_VERSION, DIM_SOURCE, DIM_BACKEND})
 EMITTED_METRICS: dict[str, frozenset[str]] = {
     METRIC_CLASSIFICATIONS: _MODEL_DIMS | {DIM_PREDICTED_LABEL},
     METRIC_INFERENCE_MS: _MODEL_DIMS,
@@ -162,9 +163,11 @@ def invocation_span(name: str, *, result_id: str | None = None, **attributes: At
 
 
 def record_classification(*, model_name: str, model_version: str, predicted_label: str, confidence: float,
-                          inference_ms: float, decode_ms: float, source: str, result_id: str) -> None:
+                          inference_ms: float, decode_ms: float, source: str, result_id: str,
+                          backend: str = "") -> None:
     """Count a classification and record its timings and top-1 confidence."""
-    dims = {DIM_MODEL_NAME: model_name, DIM_MODEL_VERSION: model_version, DIM_SOURCE: source}
+    dims = {DIM_MODEL_NAME: model_name, DIM_MODEL_VERSION: model_version, DIM_SOURCE: source,
+            DIM_BACKEND: backend}
     labelled = {**dims, DIM_PREDICTED_LABEL: predicted_label}
     instruments = _instruments()
     instruments.classifications.add(1, labelled)

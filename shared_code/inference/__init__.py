@@ -1,1 +1,1 @@
-"""Inference: untrusted bytes to predictions (decode, card-driven preprocessing, ONNX, features, CAM, versions)."""
+"""Inference: untrusted bytes to predictions (decode, card-driven preprocessing, backends, features, CAM, versions)."""

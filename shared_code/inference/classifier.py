@@ -1,26 +1,36 @@
-"""One cached onnxruntime session per model version, with batch inference and top-k.
+"""One cached classifier per model version and backend, with batch inference and top-k.
 
-Thread settings are chosen for a small Functions instance: one inter-op thread (the graphs are a chain,
-parallel branches buy nothing), intra-op threads = the cores this process may use, and no spin-waiting
-between runs, so the decode of the next request is not starved by idle ORT workers.
+The engine underneath (ONNX Runtime or OpenVINO) is chosen by `shared_code.inference.backends`; this module
+only checks the model against its card and turns outputs into predictions.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from shared_code.errors import ModelUnavailable
+from shared_code.inference.backends import (
+    Backend,
+    BackendChoice,
+    available_cores,
+    choose_backend,
+    cpu_flags,
+    open_backend,
+    openvino_installed,
+    session_options,
+)
+from shared_code.inference.batching import MicroBatcher
 from shared_code.inference.model_card import ModelCard, load_card, sha256_of
 
 logger = logging.getLogger(__name__)
+__all__ = ["Classifier", "ModelOutputs", "Prediction", "available_cores", "load_classifier", "session_options",
+           "softmax"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class ModelOutputs:
     logits: np.ndarray
     features: np.ndarray | None
     inference_ms: float
+    backend: str = ""  # the engine that computed them, e.g. openvino-int8
 
 
 @dataclass(frozen=True)
@@ -37,25 +48,6 @@ class Prediction:
     label: str
     class_index: int
     score: float
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
-    """The session settings used everywhere (serving, benchmark, evaluation)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    options.intra_op_num_threads = intra_op_threads or available_cores()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -67,40 +59,99 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Classifier:
-    """An ONNX classifier described by its model card."""
+    """An ONNX classifier described by its model card, run by one backend."""
 
-    def __init__(self, card: ModelCard, onnx_path: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, card: ModelCard, onnx_path: Path, intra_op_threads: int = 0,
+                 backend: str = "onnxruntime", max_batch: int = 8) -> None:
         self.card = card
         self.onnx_path = onnx_path
+        choice = choose_backend(backend, card, cpu_flags(), openvino_installed())
+        # Concurrent calls that find the engine busy are combined into one batch (shared_code.inference.batching).
+        self._batcher = MicroBatcher(self._infer_crops, max_batch=max_batch)
+        self._pending_lock = threading.Lock()
+        self.ready = threading.Event()  # set once the chosen backend serves (at once, except for a quick start)
+        if choice.name == "openvino" and choice.reason.startswith("auto"):
+            # Quick start: ONNX Runtime loads in a fraction of OpenVINO's compile time, so it answers the first
+            # requests while OpenVINO compiles on another thread, started after the first inference so that the
+            # compile does not compete with the first answer for the cores; the faster engine takes over when it
+            # is ready (in-flight calls finish on the engine they started on). Cold start stays ONNX Runtime's.
+            quick, _ = open_backend(card, onnx_path, BackendChoice("onnxruntime", choice.precision, "quick start"),
+                                    intra_op_threads)
+            self.backend: Backend = quick
+            self.choice: BackendChoice = BackendChoice(
+                "onnxruntime", quick.precision, "auto: ONNX Runtime while OpenVINO compiles (quick start)")
+            self._pending: tuple[BackendChoice, int] | None = (choice, intra_op_threads)
+        else:
+            self._pending = None
+            self.backend, self.choice = open_backend(card, onnx_path, choice, intra_op_threads)
+            self.ready.set()
+
+    def _switch_to(self, choice: BackendChoice, threads: int) -> None:
         try:
-            self.session = ort.InferenceSession(
-                str(onnx_path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelUnavailable(f"cannot load model {card.model_id}: {exc}") from exc
-        output_names = {o.name for o in self.session.get_outputs()}
-        if card.output_name not in output_names:
-            raise ModelUnavailable(f"model has no output {card.output_name!r} (has {sorted(output_names)})")
-        self._outputs = [card.output_name]
-        if card.feature_output_name and card.feature_output_name in output_names:
-            self._outputs.append(card.feature_output_name)
+            started = time.perf_counter()
+            backend, used = open_backend(self.card, self.onnx_path, choice, threads)
+            if used.name == choice.name:
+                self.backend, self.choice = backend, used
+                logger.info("model %s switched to %s after %.0f ms of background compile", self.card.model_id,
+                            self.backend_label, (time.perf_counter() - started) * 1000.0)
+            else:
+                self.choice = used  # the fallback reason; ONNX Runtime keeps serving
+        except Exception as exc:  # the quick-start engine keeps serving; never crash the worker here
+            logger.warning("model %s stays on ONNX Runtime: %s", self.card.model_id, exc)
+        finally:
+            self.ready.set()
+
+    def _start_switch(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            threading.Thread(target=self._switch_to, args=pending, name="backend-compile", daemon=True).start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the chosen backend (benchmarks and tests measure the engine that will serve)."""
+        self._start_switch()
+        return self.ready.wait(timeout)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def backend_label(self) -> str:
+        """What health, result documents and telemetry report, e.g. `openvino-int8`, `onnxruntime-fp32`."""
+        return f"{self.backend.name}-{self.backend.precision}"
 
     @property
     def has_features(self) -> bool:
-        return len(self._outputs) > 1
+        return len(self.backend.outputs) > 1
 
     def run(self, batch: np.ndarray) -> ModelOutputs:
-        """Run one batch (N, ...) through the network."""
+        """Run one float32 network-input batch (N, ...) through the network."""
+        backend = self.backend  # one engine per call, even if a quick start switches engines meanwhile
         started = time.perf_counter()
-        outputs = self.session.run(self._outputs, {self.card.input_name: batch})
-        elapsed = (time.perf_counter() - started) * 1000.0
+        outputs = backend.infer(batch)
+        return self._outputs(outputs, (time.perf_counter() - started) * 1000.0, f"{backend.name}-{backend.precision}")
+
+    def run_crops(self, crops: np.ndarray) -> ModelOutputs:
+        """Run a uint8 batch of centre crops [N, H, W, 3]; normalisation is the backend's (in place or in graph)."""
+        outputs, share_ms, label = self._batcher.run(crops)
+        if self._pending is not None:
+            self._start_switch()
+        return self._outputs(outputs, share_ms, label)
+
+    def _infer_crops(self, crops: np.ndarray) -> tuple[list[np.ndarray], str]:
+        backend = self.backend  # one engine per batch, even if a quick start switches engines meanwhile
+        return backend.infer_crops(crops), f"{backend.name}-{backend.precision}"
+
+    def _outputs(self, outputs: list[np.ndarray], elapsed_ms: float, backend: str) -> ModelOutputs:
         logits = np.asarray(outputs[0], dtype=np.float32)
         if logits.shape[-1] != self.card.num_classes:
             raise ModelUnavailable(
                 f"model returned {logits.shape[-1]} classes but its card lists {self.card.num_classes} labels"
             )
         features = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
-        return ModelOutputs(logits=logits, features=features, inference_ms=elapsed)
+        return ModelOutputs(logits=logits, features=features, inference_ms=elapsed_ms,
+                            backend=backend)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return np.array(logits, dtype=np.float32) if self.card.outputs_are == "probabilities" else softmax(
@@ -119,13 +170,18 @@ _cache: dict[str, Classifier] = {}
 _cache_lock = threading.Lock()
 
 
-def load_classifier(path: Path, *, intra_op_threads: int = 0, verify_sha256: bool = True) -> Classifier:
-    """Load (once per model version and content hash) the classifier a card or ONNX file describes."""
+def load_classifier(path: Path, *, intra_op_threads: int = 0, verify_sha256: bool = True,
+                    backend: str = "onnxruntime") -> Classifier:
+    """Load (once per model version, content hash and backend setting) the classifier a card or ONNX file describes.
+
+    `backend` is an INFERENCE_BACKEND value; tools default to ONNX Runtime (reproducible figures), the service
+    passes its setting (default `auto`).
+    """
     try:
         card, onnx_path = load_card(Path(path))
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"cannot read model card for {path}: {exc}") from exc
-    key = f"{card.model_id}:{onnx_path.resolve()}:{intra_op_threads}"
+    key = f"{card.model_id}:{onnx_path.resolve()}:{intra_op_threads}:{backend}"
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -135,7 +191,8 @@ def load_classifier(path: Path, *, intra_op_threads: int = 0, verify_sha256: boo
         if verify_sha256 and sha256_of(onnx_path) != card.sha256:
             raise ModelUnavailable(f"model file {onnx_path.name} does not match the sha256 in its card")
         started = time.perf_counter()
-        classifier = Classifier(card, onnx_path, intra_op_threads)
-        logger.info("loaded model %s in %.0f ms", card.model_id, (time.perf_counter() - started) * 1000.0)
+        classifier = Classifier(card, onnx_path, intra_op_threads, backend)
+        logger.info("loaded model %s on %s (%s) in %.0f ms", card.model_id, classifier.backend_label,
+                    classifier.choice.reason, (time.perf_counter() - started) * 1000.0)
         _cache[key] = classifier
         return classifier

@@ -23,7 +23,7 @@ from PIL import Image
 from shared_code.errors import BadRequest, ServiceError
 from shared_code.inference.classifier import Classifier
 from shared_code.inference.pipeline import ClassificationPipeline
-from shared_code.inference.preprocess import Normaliser, crop_box, resize_and_crop
+from shared_code.inference.preprocess import crop_box, resize_and_crop
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in original image pixels
 HEATMAP_MAX_SIDE = 1024  # the heatmap and overlay cover the whole image, at most this many pixels per side
@@ -53,6 +53,7 @@ class Explanation:
     peak: tuple[int, int]  # (x, y) in original image pixels
     crop: Box
     overlay_png: bytes
+    backend: str = ""  # the engine that computed the feature map, e.g. openvino-int8
 
 
 # --- the math (pure) ------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def explain_image(pipeline: ClassificationPipeline, data: bytes, *, class_index:
     decoded = pipeline.decode(data)  # raises ImageRejected for bad input, exactly like classify
     original = oriented_size(data) if decoded.format == "JPEG" else (decoded.width, decoded.height)
     crop = np.asarray(resize_and_crop(decoded.image, card), dtype=np.uint8)
-    outputs = classifier.run(Normaliser(card)([crop]))
+    outputs = classifier.run_crops(crop[None])  # the serving entry point: same engine and normalisation
     if outputs.features is None:  # pragma: no cover - has_features was checked above
         raise ExplanationUnavailable("the model returned no feature map")
     features = outputs.features[0]
@@ -248,4 +249,5 @@ def explain_image(pipeline: ClassificationPipeline, data: bytes, *, class_index:
         class_index=chosen, label=card.labels[chosen], score=float(probabilities[chosen]), model_name=card.name,
         model_version=card.version, image_width=original[0], image_height=original[1], heatmap=heat,
         peak=peak_in_image(cam, box, original), crop=box, overlay_png=png_bytes(overlay(decoded.image, heat)),
+        backend=outputs.backend,
     )

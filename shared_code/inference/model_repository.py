@@ -111,7 +111,7 @@ class ModelProvider:
 
     def __init__(self, *, local_path: str = "", repository: BlobModelRepository | None = None, name: str = "",
                  version: str = "latest", refresh_seconds: float = 60.0, limits: ImageLimits | None = None,
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, backend: str = "auto") -> None:
         self._local_path = local_path
         self._repository = repository
         self._name = name
@@ -119,6 +119,7 @@ class ModelProvider:
         self._refresh_seconds = refresh_seconds
         self._limits = limits
         self._threads = intra_op_threads
+        self._backend = backend
         self._lock = threading.Lock()
         self._pipeline: ClassificationPipeline | None = None
         self._source: Path | None = None
@@ -150,7 +151,7 @@ class ModelProvider:
             if self._pipeline is not None and time.monotonic() - self._checked_at < self._refresh_seconds:
                 return self._pipeline
             card_path = self._resolve()
-            classifier = load_classifier(card_path, intra_op_threads=self._threads)
+            classifier = load_classifier(card_path, intra_op_threads=self._threads, backend=self._backend)
             if self._pipeline is None or self._pipeline.classifier is not classifier:
                 if self._pipeline is not None:
                     logger.info("switching model %s -> %s", self._pipeline.card.model_id, classifier.card.model_id)

@@ -55,20 +55,24 @@ class Normaliser:
 
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Stack HWC uint8 arrays into one NCHW (or NHWC) float32 batch."""
-        height, width = crops[0].shape[:2]
+        if len(crops) == 1:
+            return self.batch(np.asarray(crops[0])[None])
+        return self.batch(np.stack(crops))
+
+    def batch(self, crops: np.ndarray) -> np.ndarray:
+        """A uint8 [N, H, W, 3] batch as the network's float32 input, written once into the output buffer."""
+        count, height, width = crops.shape[:3]
         if self._nchw:
-            batch = np.empty((len(crops), 3, height, width), dtype=np.float32)
-            for i, crop in enumerate(crops):
-                chw = crop.transpose(2, 0, 1)
-                for c in range(3):
-                    out = batch[i, c]
-                    np.multiply(chw[self._order[c]], self._gain[c], out=out, dtype=np.float32)
-                    out += self._offset[c]
+            batch = np.empty((count, 3, height, width), dtype=np.float32)
+            for c in range(3):
+                out = batch[:, c]
+                np.multiply(crops[..., self._order[c]], self._gain[c], out=out, dtype=np.float32)
+                out += self._offset[c]
             return batch
-        batch = np.empty((len(crops), height, width, 3), dtype=np.float32)
-        for i, crop in enumerate(crops):
-            np.multiply(crop[..., self._order], self._gain, out=batch[i], dtype=np.float32)
-            batch[i] += self._offset
+        batch = np.empty((count, height, width, 3), dtype=np.float32)
+        np.multiply(crops[..., self._order] if self._order != [0, 1, 2] else crops, self._gain, out=batch,
+                    dtype=np.float32)
+        batch += self._offset
         return batch
 
 

@@ -87,8 +87,9 @@ class ClassificationService:
         return documents
 
     def health(self) -> ModelRef:
-        card = self.models.current().card
-        return ModelRef(name=card.name, version=card.version)
+        pipeline = self.models.current()
+        return ModelRef(name=pipeline.card.name, version=pipeline.card.version,
+                        backend=pipeline.classifier.backend_label)
 
     # --- direct uploads ---------------------------------------------------------------------------------
     def grant_upload(self, user_id: str, filename: str, idempotency_key: str | None = None) -> UploadGrant:
@@ -202,7 +203,8 @@ class ClassificationService:
             document.predictions = [PredictionOut(label=p.label, class_index=p.class_index, score=round(p.score, 6))
                                     for p in outcome.predictions]
             document.predicted_label = top.label
-            document.model = ModelRef(name=outcome.model_name, version=outcome.model_version)
+            document.model = ModelRef(name=outcome.model_name, version=outcome.model_version,
+                                      backend=outcome.backend or None)
             document.timings_ms = outcome.timings_ms
             document.features = outcome.features.to_dict()
             document.error = None
@@ -210,6 +212,7 @@ class ClassificationService:
                 model_name=outcome.model_name, model_version=outcome.model_version, predicted_label=top.label,
                 confidence=top.score, inference_ms=outcome.timings_ms.get("inference", 0.0),
                 decode_ms=outcome.timings_ms.get("decode", 0.0), source=source, result_id=document.id,
+                backend=outcome.backend,
             )
         else:
             document.status = "rejected"

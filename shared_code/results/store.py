@@ -29,6 +29,7 @@ class PredictionOut(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: str
+    backend: str | None = None  # engine and arithmetic, e.g. openvino-int8 (absent in older documents)
 
 
 class ErrorInfo(BaseModel):

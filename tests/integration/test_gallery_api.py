@@ -80,7 +80,7 @@ def test_explain_an_upload_returns_the_contract_in_original_pixels(cam_api: Test
     body = response.json()
     assert set(body) >= {"class_index", "label", "score", "model", "heatmap", "peak", "overlay_png"}
     assert (body["class_index"], body["label"]) == (1, "red") and 0 < body["score"] <= 1
-    assert body["model"] == {"name": "tiny", "version": "cam"}
+    assert body["model"] == {"name": "tiny", "version": "cam", "backend": "onnxruntime-fp32"}
     heat = body["heatmap"]
     assert (heat["width"], heat["height"]) == (120, 90) and body["image"] == {"width": 120, "height": 90}
     values = np.frombuffer(base64.b64decode(heat["data"]), dtype=np.uint8).reshape(90, 120)

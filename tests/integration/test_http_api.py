@@ -24,7 +24,9 @@ def assert_error(response, status: int, code: str) -> None:  # type: ignore[no-u
 def test_health_names_the_model(api: TestClient) -> None:
     response = api.get("/api/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "model": {"name": "tiny", "version": "1"}}
+    # INFERENCE_BACKEND=auto: a fp32 model without a recorded bf16 parity runs on ONNX Runtime
+    assert response.json() == {"status": "ok", "model": {"name": "tiny", "version": "1",
+                                                          "backend": "onnxruntime-fp32"}}
 
 
 def test_classify_multipart_returns_the_contract_and_stores_the_result(api: TestClient) -> None:
@@ -35,8 +37,9 @@ def test_classify_multipart_returns_the_contract_and_stores_the_result(api: Test
     assert {"id", "predictions", "model"} <= set(body)
     assert body["predictions"][0]["label"] == "red" and len(body["predictions"]) == 2
     assert set(body["predictions"][0]) == {"label", "class_index", "score"}
-    assert body["model"] == {"name": "tiny", "version": "1"}
+    assert body["model"] == {"name": "tiny", "version": "1", "backend": "onnxruntime-fp32"}
     stored = api.get(f"/api/results/{body['id']}", headers=headers).json()
+    assert stored["model"] == body["model"]  # the result document's model block names the engine too
     assert stored["status"] == "done" and stored["predictions"] == body["predictions"]
     assert stored["features"]["width"] == 64 and len(stored["features"]["embedding"]) == 32
 

@@ -256,3 +256,14 @@ def test_feedback_accuracy_is_recorded_per_served_version(providers: Providers) 
     assert point.count == 1 and point.max == pytest.approx(0.55)
     assert dict(point.attributes) == {"model_name": "tiny", "model_version": version}
     assert set(point.attributes) <= telemetry.EMITTED_METRICS[telemetry.METRIC_FEEDBACK_ACCURACY]
+
+
+def test_classification_metrics_carry_the_inference_backend(providers: Providers) -> None:
+    version = f"v-{uuid.uuid4().hex[:8]}"
+    telemetry.record_classification(model_name="m", model_version=version, predicted_label="x", confidence=0.7,
+                                     inference_ms=4.0, decode_ms=1.0, source="http", result_id=str(uuid.uuid4()),
+                                     backend="openvino-int8")
+    point = point_with(providers.metric_reader, telemetry.METRIC_INFERENCE_MS, **{
+        telemetry.DIM_MODEL_VERSION: version, telemetry.DIM_BACKEND: "openvino-int8"})
+    assert point.count == 1 and point.sum == pytest.approx(4.0)
+    assert telemetry.DIM_BACKEND in telemetry.EMITTED_METRICS[telemetry.METRIC_CLASSIFICATIONS]

@@ -6,6 +6,7 @@ fresh interpreter with a tiny model, as the benchmark does with ResNet-50.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bench.e2e_coldstart import FORBIDDEN_MODULES, forbidden_loaded
 from bench.e2e_stats import (
@@ -20,6 +22,7 @@ from bench.e2e_stats import (
     Block,
     Series,
     check_shape,
+    comparisons,
     headline,
     latency_summary,
     median,
@@ -27,6 +30,7 @@ from bench.e2e_stats import (
     percentile,
     phase_split,
 )
+from bench.photos import TWELVE_MP, twelve_mp_set
 from tests.factories import image_bytes, make_tiny_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -131,3 +135,42 @@ def test_the_classify_path_imports_no_heavy_library(tmp_path: Path) -> None:
     assert list(report["phases_s"]) == ["imports", "model_load", "first_run"]
     assert all(value >= 0 for value in report["phases_s"].values())
     assert report["peak_rss_mb"] > 0
+
+
+def test_comparisons_give_peer_raw_and_12mp_ratios() -> None:
+    served = {"http": {"c1": {"img_s": 40.0}, "c4": {"img_s": 51.0}}, "raw": {"c1": {"img_s": 60.0}},
+              "http_12mp": {"c1": {"img_s": 20.0}}, "pipeline_12mp": {"c1": {"img_s": 22.0}},
+              "backend": "openvino-int8"}
+    result = comparisons(served, {"c1": {"img_s": 32.0}})
+    assert result["peer_ort_http_img_s"] == 32.0
+    assert result["http_over_peer_ort"] == pytest.approx(1.25)  # ours / peer: above 1 means we are faster
+    assert result["http_c4_over_raw"] == pytest.approx(0.85)
+    assert result["http_12mp_over_pipeline"] == pytest.approx(1.1)
+    assert result["backend"] == "openvino-int8"
+    missing = comparisons({"http": {"c1": {"img_s": 40.0}}}, None)
+    assert missing["http_over_peer_ort"] is None and missing["http_c4_over_raw"] is None
+
+
+def test_the_12mp_set_is_made_from_the_photos_at_run_time() -> None:
+    wide, tall = image_bytes("JPEG", size=(64, 48)), image_bytes("JPEG", size=(30, 40))
+    made = twelve_mp_set([wide, tall], count=2)
+    sizes = [Image.open(io.BytesIO(data)).size for data in made]
+    assert sizes == [TWELVE_MP, TWELVE_MP[::-1]]  # 4000x3000 in each photo's own orientation
+    assert all(data[:3] == b"\xff\xd8\xff" for data in made)
+    assert not list((PROJECT_ROOT / "bench").glob("*12mp*"))  # never written into the repository
+
+
+def test_peer_server_classifies_a_jpeg_with_onnxruntime(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    from bench.peer_ort_server import build_app  # noqa: PLC0415
+
+    card = make_tiny_model(tmp_path / "peer", crop=32, resize=36)
+    client = TestClient(build_app(str(card.with_name("model.onnx")), resize=36, crop=32, threads=1))
+    answer = client.post("/classify", content=image_bytes("JPEG", size=(80, 60), color=(230, 20, 20)),
+                         headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200
+    predictions = answer.json()["predictions"]
+    assert predictions[0]["class_index"] == 1  # "red"
+    assert len(predictions) == 4  # the tiny model has 4 classes: top-5 capped
+    assert client.post("/classify", content=b"junk").status_code == 400
