@@ -20,7 +20,10 @@ from tools.package import PACKAGES, SITE_PACKAGES, build, flattened_requirements
 
 pytestmark = pytest.mark.unit
 
-API_LIMIT_MB = 300.0
+API_LIMIT_MB = 300.0  # issue 13's target for the API package without an optional inference backend
+# Issue 15: the limit rises by the size of the faster backend the API ships (OpenVINO, chosen by `auto`)
+BACKEND_DISTRIBUTIONS = ("openvino",)
+BACKEND_LIMIT_MB = 200.0
 MONITOR_ONLY = ("evidently", "pandas", "azure-ai-ml")
 FORBIDDEN_IMPORTS = ("evidently", "pandas", "azure.ai.ml", "scipy", "sklearn", "plotly", "statsmodels", "torch")
 
@@ -86,8 +89,12 @@ def test_the_built_api_package_is_lean_and_runs_from_its_own_dependencies(tmp_pa
     assert not (site / "azure" / "ai" / "ml").exists()
     assert not (package / "monitor_app.py").exists() and (package / "function_app.py").exists()
     size = megabytes(tree_size(package))
-    print(f"API package: {size} MB installed")
-    assert size <= API_LIMIT_MB, f"the API package is {size} MB installed (limit {API_LIMIT_MB} MB)"
+    backend = sum(megabytes(tree_size(entry)) for entry in site.iterdir()
+                  if entry.name.lower().split("-")[0] in BACKEND_DISTRIBUTIONS)
+    print(f"API package: {size} MB installed, of which {backend:.1f} MB the OpenVINO backend")
+    assert backend <= BACKEND_LIMIT_MB, f"the OpenVINO backend is {backend:.1f} MB installed"
+    limit = API_LIMIT_MB + backend
+    assert size <= limit, f"the API package is {size} MB installed (limit {limit:.1f} MB)"
 
     card = make_tiny_model(tmp_path / "model")
     picture = tmp_path / "photo.png"
