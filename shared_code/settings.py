@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     # --- telemetry ---------------------------------------------------------------------------------------
     APPLICATIONINSIGHTS_CONNECTION_STRING: str = ""
+    OTEL_EXPORTER_OTLP_ENDPOINT: str = Field(default="", description="OTLP/HTTP collector, e.g. "
+                                             "http://127.0.0.1:4318: spans and metrics also go there.")
 
     # --- drift and retraining ----------------------------------------------------------------------------
     DRIFT_SCHEDULE: str = "0 0 * * * *"
