@@ -29,6 +29,7 @@ from shared_code.drift_store import (
     open_report,
 )
 from shared_code.drift_window import last_complete_window, parse_window
+from shared_code.monitoring.baseline import BaselinePolicy, BaselineStore
 from shared_code.results_store import cosmos_client
 from shared_code.service import ClassificationService
 from shared_code.settings import Settings
@@ -61,10 +62,14 @@ def drift_dependencies(settings: Settings, service: ClassificationService) -> Dr
     reports = service.blobs.service.get_container_client(settings.REPORTS_CONTAINER)
     if settings.STORAGE_CONNECTION_STRING:  # Azurite: nothing provisions containers locally
         ensure_reports_container(reports)
+    store = drift_store_for(settings)
     return DriftDependencies(
-        results=service.results.container, store=drift_store_for(settings), reports=reports,
+        results=service.results.container, store=store, reports=reports,
         pipeline=service.models.current, thresholds=DriftThresholds.from_settings(settings),
         min_corrections=settings.RETRAIN_MIN_CORRECTIONS,
+        baselines=BaselineStore(store.container, reports),
+        baseline_policy=BaselinePolicy(min_images=settings.DRIFT_BASELINE_MIN_IMAGES,
+                                       min_days=settings.DRIFT_BASELINE_DAYS, sample=settings.DRIFT_BASELINE_SAMPLE),
     )
 
 
@@ -85,6 +90,8 @@ class DriftReportPublic(BaseModel):
     signals: list[str]
     current_rows: int
     retraining_requested: bool
+    reference_source: str | None = Field(default=None, description="explicit (a shipped profile) or baseline "
+                                         "(the version's own first traffic); none before either exists.")
     finished_at: str | None
     report_url: str
     summary_url: str
@@ -123,6 +130,7 @@ def report_public(document: dict[str, Any]) -> DriftReportPublic:
         drift=bool(summary.get("drift", False)), drift_share=float(summary.get("drift_share", 0.0)),
         signals=list(summary.get("signals", [])), current_rows=int(summary.get("current_rows", 0)),
         retraining_requested=bool(summary.get("retraining_requested", False)),
+        reference_source=(summary.get("reference") or {}).get("source"),
         finished_at=document.get("finishedAt"), **_links(document["id"]),
     )
 

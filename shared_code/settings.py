@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     DRIFT_SCHEDULE: str = "0 0 * * * *"
     DRIFT_WINDOW_HOURS: int = Field(default=24, ge=1)
     DRIFT_SHARE_THRESHOLD: float = Field(default=0.5, gt=0, le=1)
+    DRIFT_BASELINE_MIN_IMAGES: int = Field(
+        default=300, ge=0, description="A version with no reference profile takes its first this many images "
+        "(and DRIFT_BASELINE_DAYS, whichever comes later) as its reference; 0 = off (no_reference).")
+    DRIFT_BASELINE_DAYS: float = Field(default=1.0, ge=0, description="Days of traffic the automatic baseline spans.")
+    DRIFT_BASELINE_SAMPLE: int = Field(default=2000, ge=100, le=5000,
+                                       description="Rows the automatic baseline profile keeps (a bounded sample).")
     RETRAIN_MIN_CORRECTIONS: int = Field(default=200, ge=1)
     RETRAIN_MODE: Literal["off", "local", "azureml"] = "off"
     AZUREML_SUBSCRIPTION_ID: str = ""

@@ -1,0 +1,1 @@
+"""Drift monitoring: reference profiles, automatic baselines, window runs and their reports."""
