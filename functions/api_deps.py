@@ -51,6 +51,17 @@ def require(scope: str | None, *, user_token: bool = False) -> Any:
     return Depends(checker)
 
 
+def charge_images(settings: Settings, principal: Principal, count: int) -> None:
+    """Count `count` images against the caller's image limit (429 with Retry-After when over it).
+
+    Requests are limited per request (`require`); work that scales with images (upload grants, HTTP
+    classification) is also limited per image, so a folder sent as a few batch requests is neither
+    throttled by the request count nor a way around the per-image rate.
+    """
+    limiter_for(settings.RATE_LIMIT_IMAGES_PER_MINUTE, settings.RATE_LIMIT_IMAGES_BURST).check(
+        f"images:{principal.user_id}", cost=count)
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

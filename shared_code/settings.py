@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
+    RATE_LIMIT_IMAGES_PER_MINUTE: int = Field(
+        default=3000, ge=0, description="Images per user per instance and minute (upload grants, HTTP classify), "
+        "counted per image on top of the request limit; 0 = off.")
+    RATE_LIMIT_IMAGES_BURST: int = Field(default=1000, ge=1, description="Images a user may send at once.")
+    MAX_UPLOADS_PER_REQUEST: int = Field(default=256, ge=1, le=1000,
+                                         description="Upload grants per POST /api/uploads/batch.")
+    MAX_RESULT_IDS_PER_REQUEST: int = Field(default=500, ge=1, le=1000,
+                                            description="Result ids per POST /api/results/query.")
     DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
 
     # --- telemetry ---------------------------------------------------------------------------------------
