@@ -12,7 +12,7 @@ import csv
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +285,18 @@ def _poll_once(client: ApiClient, result: FileResult) -> bool:
     return False
 
 
+FIRST_GRANT_BATCH = 16  # a small first batch: the PUTs (and the service's classifying) start at once
+
+
+def _chunks(uploads: Sequence[_Upload], size: int) -> Iterator[Sequence[_Upload]]:
+    """A small first chunk, then chunks of `size`: grants for the next chunk overlap the PUTs of this one."""
+    first = min(size, FIRST_GRANT_BATCH)
+    if uploads:
+        yield uploads[:first]
+    for start in range(first, len(uploads), size):
+        yield uploads[start:start + size]
+
+
 def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int = 4, timeout: float = 300.0,
                   poll_interval: float = 1.0, progress: bool | None = None,
                   sleep: Callable[[float], None] = time.sleep, grant_batch: int = GRANT_BATCH) -> list[FileResult]:
@@ -304,8 +316,7 @@ def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int 
                 bar.update(1)
 
             in_flight = []
-            for start in range(0, len(uploads), max(1, grant_batch)):
-                chunk = uploads[start:start + max(1, grant_batch)]
+            for chunk in _chunks(uploads, max(1, grant_batch)):
                 try:
                     granted = grants.grant(chunk)
                 except ClientError as exc:
