@@ -333,7 +333,9 @@ def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int 
         deadline = time.monotonic() + timeout
         with tqdm(total=len(pending), desc="results", unit="img", disable=_disabled(progress)) as bar:
             while pending:
-                finished = _poll_many(client, pending)
+                # the oldest QUERY_BATCH pending only: results finish about in upload order, so one request per
+                # round follows them, and a large folder never makes each round cost several requests
+                finished = _poll_many(client, pending[:QUERY_BATCH])
                 bar.update(len(finished))
                 done = {id(result) for result in finished}
                 pending = [r for r in pending if id(r) not in done]
