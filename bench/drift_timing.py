@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from shared_code.drift import IMAGE_COLUMNS, compute_drift, drift_row
-from shared_code.features import EMBEDDING_DIM
+from shared_code.inference.features import EMBEDDING_DIM
+from shared_code.monitoring.drift import compute_drift, drift_row
+from shared_code.monitoring.summary import IMAGE_COLUMNS
 
 
 def synthetic_rows(count: int, seed: int, *, shift: float = 0.0) -> list[dict[str, Any]]:

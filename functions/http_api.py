@@ -14,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, charge_images, error_responses, require
+from functions.api_deps import AUTH_ERRORS, charge_images, error_responses, require
+from functions.dependencies import ImageLimiterDep, ServiceDep, SettingsDep
 from functions.drift_api import drift_router
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
@@ -23,11 +24,11 @@ from functions.identity_api import router as identity_router
 from functions.models_api import models_router, retraining_router
 from functions.request_body import read_limited, upload_chunks
 from functions.web_ui import web_router
-from shared_code.auth import Principal
-from shared_code.blob_store import UploadGrant
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
-from shared_code.service import UploadedFile
+from shared_code.identity.auth import Principal
+from shared_code.results.blob_store import UploadGrant
+from shared_code.results.service import UploadedFile
+from shared_code.results.store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
 from shared_code.settings import Settings
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -169,13 +170,13 @@ async def health(service: ServiceDep) -> HealthPublic:
         "image/*": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
 async def classify(
-    request: Request, service: ServiceDep, settings: SettingsDep,
+    request: Request, service: ServiceDep, settings: SettingsDep, images: ImageLimiterDep,
     principal: Annotated[Principal, require("classify")],
     top_k: Annotated[int, Query(ge=1, le=20, description="How many classes to return")] = 5,
 ) -> ClassificationPublic | ClassifyManyPublic:
     """Classify one image (or several as repeated `file` fields); every result is stored."""
     files = await read_images(request, settings)
-    charge_images(settings, principal, len(files))
+    charge_images(images, principal, len(files))
     documents = await run_in_threadpool(service.classify_files, principal.user_id, files, top_k)
     if len(documents) == 1:
         return classification_public(documents[0])
@@ -184,7 +185,7 @@ async def classify(
 
 @router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400)})
 async def create_upload(
-    body: UploadCreate, service: ServiceDep, settings: SettingsDep,
+    body: UploadCreate, service: ServiceDep, images: ImageLimiterDep,
     principal: Annotated[Principal, require("classify")],
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", min_length=1, max_length=128, pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -192,7 +193,7 @@ async def create_upload(
                     "result id and blob, so a lost answer never leaves a stray pending result.")] = None,
 ) -> UploadGrantPublic:
     """A short-lived URL to PUT one image straight into Blob Storage (`x-ms-blob-type: BlockBlob`)."""
-    charge_images(settings, principal, 1)
+    charge_images(images, principal, 1)
     grant = await run_in_threadpool(service.grant_upload, principal.user_id, body.filename, idempotency_key)
     return grant_public(grant)
 
@@ -201,8 +202,10 @@ GRANT_CONCURRENCY = 16  # grants of one batch in flight at once (each is a Cosmo
 
 
 @router.post("/uploads/batch", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400, 413)})
-async def create_uploads(body: UploadBatchCreate, service: ServiceDep, settings: SettingsDep,
-                         principal: Annotated[Principal, require("classify")]) -> UploadBatchPublic:
+async def create_uploads(
+    body: UploadBatchCreate, service: ServiceDep, settings: SettingsDep, images: ImageLimiterDep,
+    principal: Annotated[Principal, require("classify")],
+) -> UploadBatchPublic:
     """Many upload URLs in one request (a folder upload), each exactly as `POST /api/uploads` grants it.
 
     Counted as one request and one image per file. Give every file its `idempotency_key`: a retried batch
@@ -211,7 +214,7 @@ async def create_uploads(body: UploadBatchCreate, service: ServiceDep, settings:
     limit = min(settings.MAX_UPLOADS_PER_REQUEST, settings.RATE_LIMIT_IMAGES_BURST)
     if len(body.files) > limit:
         raise PayloadTooLarge(f"at most {limit} files per batch; send the rest in another request")
-    charge_images(settings, principal, len(body.files))
+    charge_images(images, principal, len(body.files))
     grants: list[UploadGrant] = []
     for start in range(0, len(body.files), GRANT_CONCURRENCY):
         chunk = body.files[start:start + GRANT_CONCURRENCY]
@@ -221,7 +224,8 @@ async def create_uploads(body: UploadBatchCreate, service: ServiceDep, settings:
     return UploadBatchPublic(items=[grant_public(grant) for grant in grants])
 
 
-@router.post("/results/query", tags=["results"], responses={**AUTH_ERRORS, **error_responses(400, 413)})
+@router.post("/results/query", tags=["results"],
+             responses={**AUTH_ERRORS, **error_responses(400, 413)})
 async def query_results(body: ResultQuery, service: ServiceDep, settings: SettingsDep,
                         principal: Annotated[Principal, require("results:read")]) -> ResultQueryPublic:
     """Many of the caller's results in one request (one request against the rate limit, whatever the count)."""

@@ -15,17 +15,19 @@ from fastapi import APIRouter, Depends, Path, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
-from shared_code.account import AccountService
-from shared_code.api_keys import ApiKeyRecord, KeyStore, cosmos_database, grantable_scopes, key_store_for, parse_key
-from shared_code.auth import Principal, issue_token
+from functions.api_deps import AUTH_ERRORS, error_responses, require
+from functions.dependencies import AccountDep, ComponentsDep, RateLimiterDep, SettingsDep
 from shared_code.errors import Forbidden, NotFound
-from shared_code.rate_limit import limiter_for
-from shared_code.settings import Settings, get_settings
+from shared_code.identity.api_keys import (
+    ApiKeyRecord,
+    KeyStore,
+    grantable_scopes,
+    parse_key,
+)
+from shared_code.identity.auth import Principal, issue_token
 
 Scope = Literal["classify", "results:read", "results:write", "admin"]
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-FEEDBACK_CONTAINER = "feedback"
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -89,35 +91,28 @@ def key_public(record: ApiKeyRecord) -> ApiKeyPublic:
 
 
 # --- dependencies -------------------------------------------------------------------------------------
-def local_key_store(settings: Annotated[Settings, Depends(get_settings)]) -> KeyStore:
+def local_key_store(settings: SettingsDep, components: ComponentsDep) -> KeyStore:
     """API keys exist only where the service issues tokens itself; with Entra ID, use its credentials."""
-    if settings.AUTH_MODE != "local":
+    if settings.AUTH_MODE != "local":  # checked before the store is built: that connects to Cosmos
         raise Forbidden("API keys are not used with AUTH_MODE=entra: use Entra ID client credentials")
-    return key_store_for(settings)
+    return components.keys
 
 
-def account_service(service: ServiceDep, settings: SettingsDep) -> AccountService:
-    database = cosmos_database(settings.COSMOS_ENDPOINT, settings.COSMOS_KEY, settings.COSMOS_VERIFY_TLS,
-                               settings.AZURE_CLIENT_ID, settings.COSMOS_DATABASE)
-    feedback = database.get_container_client(FEEDBACK_CONTAINER)  # absent containers count as empty
-    return AccountService(service.results, service.blobs, key_store_for(settings), feedback)
-
-
-KeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
-AccountDep = Annotated[AccountService, Depends(account_service)]
+LocalKeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
 
 # --- routes -------------------------------------------------------------------------------------------
 router = APIRouter(prefix="/api", tags=["identity"])
 
 
 @router.post("/token", responses=error_responses(400, 401, 403, 422, 429, 503))
-async def exchange_api_key(body: TokenRequest, settings: SettingsDep) -> TokenPublic:
+async def exchange_api_key(body: TokenRequest, settings: SettingsDep, components: ComponentsDep,
+                           limiter: RateLimiterDep) -> TokenPublic:
     """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
     if settings.AUTH_MODE != "local":
         raise Forbidden("tokens are issued by Entra ID in this deployment")
     _, key_id, _ = parse_key(body.api_key)
-    limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"key:{key_id}")
-    record = await run_in_threadpool(key_store_for(settings).verify, body.api_key)
+    limiter.check(f"key:{key_id}")
+    record = await run_in_threadpool(components.keys.verify, body.api_key)
     minutes = settings.API_KEY_TOKEN_MINUTES
     scopes = tuple(record.scopes)
     token = issue_token(settings, record.user_id, scopes, minutes, key_id=record.id)
@@ -125,7 +120,7 @@ async def exchange_api_key(body: TokenRequest, settings: SettingsDep) -> TokenPu
 
 
 @router.post("/keys", status_code=201, responses={**AUTH_ERRORS, **error_responses(400)})
-async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: LocalKeyStoreDep,
                          body: ApiKeyCreate) -> ApiKeyCreated:
     """Create an API key; the response is the only time its secret is shown."""
     scopes = grantable_scopes(principal, body.scopes)
@@ -135,14 +130,14 @@ async def create_api_key(principal: Annotated[Principal, require(None, user_toke
 
 @router.get("/keys", responses=AUTH_ERRORS)
 async def list_api_keys(principal: Annotated[Principal, require(None, user_token=True)],
-                        keys: KeyStoreDep) -> ApiKeyList:
+                        keys: LocalKeyStoreDep) -> ApiKeyList:
     """The caller's API keys, without secrets."""
     records = await run_in_threadpool(keys.list, principal.user_id)
     return ApiKeyList(items=[key_public(record) for record in records])
 
 
 @router.delete("/keys/{key_id}", status_code=204, responses={**AUTH_ERRORS, **error_responses(404)})
-async def revoke_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+async def revoke_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: LocalKeyStoreDep,
                          key_id: Annotated[str, Path(max_length=64)]) -> None:
     """Revoke one of the caller's keys: new exchanges fail at once, its tokens within 30 s on every instance."""
     if not _KEY_ID.fullmatch(key_id):

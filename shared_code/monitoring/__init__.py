@@ -1,1 +1,1 @@
-"""Drift monitoring: reference profiles, automatic baselines, window runs and their reports."""
+"""Monitoring: drift statistics, windows, reference profiles, the drift run and its stored reports."""

@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance
 
 from devstack.emulators import connection_string
 from devstack.processes import free_port, is_running, port_is_free
-from shared_code.drift_window import last_complete_window
+from shared_code.monitoring.window import last_complete_window
 from tests.e2e.test_running_stack import PROJECT_ROOT, SIGNING_KEY, stack
 from tests.factories import SHARED_PHOTOS, make_tiny_model
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from shared_code.errors import ModelUnavailable
-from shared_code.model_repository import ModelProvider
-from shared_code.results_store import ResultDocument
-from shared_code.service import BlobEvent, ClassificationService
+from shared_code.inference.model_repository import ModelProvider
+from shared_code.results.service import BlobEvent, ClassificationService
+from shared_code.results.store import ResultDocument
 from shared_code.settings import get_settings
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service, deliver, upload

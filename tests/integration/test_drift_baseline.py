@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from functions import dependencies
-from functions.drift_api import drift_dependencies, drift_store_for
-from shared_code.drift import DriftSummary, run_drift_window
-from shared_code.drift_store import report_blob_name
-from shared_code.drift_window import DriftWindow, last_complete_window
 from shared_code.monitoring.baseline import baseline_key
-from shared_code.service import UploadedFile
+from shared_code.monitoring.drift import run_drift_window
+from shared_code.monitoring.store import DriftStore, report_blob_name
+from shared_code.monitoring.summary import DriftSummary
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.results.service import UploadedFile
 from shared_code.settings import get_settings
 from tests.factories import make_profiled_tiny_model, make_tiny_model, noisy_photo
 from tests.integration.app_fixtures import blob_service
@@ -53,10 +53,14 @@ def traffic(users: tuple[str, ...], photos: int, *, seed: int, dim: float = 1.0)
 
 
 def run(window: DriftWindow) -> DriftSummary:
-    outcome = run_drift_window(window, drift_dependencies(get_settings(), dependencies.get_service()),
-                               owner="test", force=True)
+    outcome = run_drift_window(window, dependencies.get_components().drift_dependencies(), owner="test",
+                               force=True)
     assert outcome.status == "completed" and outcome.summary is not None
     return outcome.summary
+
+
+def drift_store() -> DriftStore:
+    return dependencies.get_components().drift_store
 
 
 def no_profile_model(tmp_path: Path, version: str) -> Path:
@@ -74,7 +78,7 @@ def test_first_traffic_becomes_the_baseline_and_the_next_window_is_compared(serv
     assert first.reference.state == "complete" and first.reference.rows == 40
     assert first.reference.completed_window == window.id
 
-    document = drift_store_for(get_settings()).get(baseline_key("tiny", "auto-same"))
+    document = drift_store().get(baseline_key("tiny", "auto-same"))
     assert document is not None and document["status"] == "complete" and document["rowCount"] == 40
     reports = blob_service(app_settings).get_container_client(get_settings().REPORTS_CONTAINER)
     profile = json.loads(reports.download_blob(document["profileBlob"]).readall())
@@ -140,7 +144,7 @@ def test_a_promoted_version_starts_afresh_and_an_explicit_profile_wins(serve: Se
     traffic(("promo",), 40, seed=54)
     explicit = run(window)
     assert explicit.status == "ok" and explicit.reference is not None and explicit.reference.source == "explicit"
-    assert explicit.current_rows == 40 and drift_store_for(get_settings()).get(
+    assert explicit.current_rows == 40 and drift_store().get(
         baseline_key("tiny", "auto-v3")) is None
 
 

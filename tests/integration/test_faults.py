@@ -27,10 +27,11 @@ from devstack.faults import (
     uninstall,
 )
 from functions import dependencies
-from shared_code.blob_store import BlobStore
+from shared_code.cosmos import cosmos_client, ensure_container
 from shared_code.errors import TransientError
-from shared_code.results_store import ResultDocument, ResultsStore, cosmos_client, ensure_container
-from shared_code.service import BlobEvent
+from shared_code.results.blob_store import BlobStore
+from shared_code.results.service import BlobEvent
+from shared_code.results.store import ResultDocument, ResultsStore
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service
 from tools.fault_test import FaultTestConfig, passed, run

@@ -18,25 +18,23 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions import dependencies
-from functions.drift_api import drift_store_for
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
-from functions.models_api import retraining_dependencies
-from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.feedback import record_feedback
-from shared_code.local_training import LocalLauncher
-from shared_code.model_card import load_card
-from shared_code.model_repository import BlobModelRepository
-from shared_code.results_store import cosmos_client, ensure_container
-from shared_code.retraining import (
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.inference.model_card import load_card
+from shared_code.inference.model_repository import BlobModelRepository
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.results.feedback import record_feedback
+from shared_code.results.service import BlobEvent
+from shared_code.retraining.local import LocalLauncher
+from shared_code.retraining.spec import utc_iso
+from shared_code.retraining.submission import (
     RetrainingDependencies,
     RetrainingStore,
     record_id,
     submit_retraining,
     sweep,
-    utc_iso,
 )
-from shared_code.service import BlobEvent
 from shared_code.settings import get_settings
 from tests.factories import make_profiled_tiny_model, make_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
@@ -109,7 +107,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def _deps() -> RetrainingDependencies:
-    return retraining_dependencies(get_settings(), dependencies.get_service())
+    return dependencies.get_components().retraining_dependencies()
 
 
 def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
@@ -141,7 +139,7 @@ def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
     manifest = deps.models.container.download_blob(record["manifest"]["blob"]).readall().decode()
     assert manifest.splitlines()[0] == "path,label" and len(manifest.splitlines()) == 41
 
-    drift_document = drift_store_for(get_settings()).get(flow.window.key)
+    drift_document = dependencies.get_components().drift_store.get(flow.window.key)
     assert drift_document is not None and drift_document["summary"]["retraining_job"] == record["jobName"]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -258,7 +260,7 @@ class _OtlpReceiver(ThreadingHTTPServer):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.bodies.setdefault(self.path, []).append(body)
                 self.send_response(200)
@@ -266,16 +268,13 @@ class _OtlpReceiver(ThreadingHTTPServer):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
         super().__init__(("127.0.0.1", 0), Handler)
 
 
 def test_otlp_endpoint_exports_the_same_spans_and_metrics() -> None:
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     receiver = _OtlpReceiver()
     thread = threading.Thread(target=receiver.serve_forever, daemon=True)
     thread.start()

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared_code.drift import merge_profiles
+from shared_code.identity.rate_limit import TokenBucketLimiter
 from shared_code.monitoring.baseline import BaselinePolicy, baseline_key
-from shared_code.rate_limit import TokenBucketLimiter
+from shared_code.monitoring.drift import merge_profiles
 
 pytestmark = pytest.mark.unit
 

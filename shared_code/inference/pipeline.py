@@ -1,0 +1,91 @@
+"""The classification pipeline: bytes -> decode -> preprocess -> ONNX -> top-k + drift features."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared_code.errors import ImageRejected
+from shared_code.inference.classifier import Classifier, Prediction
+from shared_code.inference.features import ImageFeatures, confidence_and_margin, embeddings, image_statistics
+from shared_code.inference.imaging import DecodedImage, ImageLimits, decode_image
+from shared_code.inference.preprocess import Normaliser, resize_and_crop
+
+
+@dataclass(frozen=True)
+class ImageClassification:
+    """The outcome for one image."""
+
+    predictions: list[Prediction]
+    features: ImageFeatures
+    model_name: str
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class ClassificationPipeline:
+    """Classifies untrusted image bytes with one model; safe to share between threads."""
+
+    def __init__(self, classifier: Classifier, limits: ImageLimits | None = None) -> None:
+        self.classifier = classifier
+        self.card = classifier.card
+        self.limits = limits or ImageLimits()
+        self._normalise = Normaliser(self.card)
+        # JPEGs are DCT-decoded at reduced scale only while both sides stay >= 2x the resize target.
+        self._min_side_hint = 2 * self.card.resize_size
+
+    def decode(self, data: bytes) -> DecodedImage:
+        return decode_image(data, self.limits, min_side_hint=self._min_side_hint)
+
+    def classify_bytes(self, data: bytes, top_k: int = 5) -> ImageClassification:
+        """Classify one image; raises an `ImageRejected` subclass for bad input."""
+        outcome = self.classify_many([data], top_k)[0]
+        if isinstance(outcome, ImageRejected):
+            raise outcome
+        return outcome
+
+    def classify_many(self, images: Sequence[bytes], top_k: int = 5) -> list[ImageClassification | ImageRejected]:
+        """Classify several images in one batch; bad ones come back as their rejection, in order."""
+        outcomes: list[ImageClassification | ImageRejected | None] = [None] * len(images)
+        decoded: list[tuple[int, DecodedImage, np.ndarray, float]] = []
+        for index, data in enumerate(images):
+            try:
+                image = self.decode(data)
+            except ImageRejected as rejection:
+                outcomes[index] = rejection
+                continue
+            started = time.perf_counter()
+            crop = np.asarray(resize_and_crop(image.image, self.card), dtype=np.uint8)
+            decoded.append((index, image, crop, (time.perf_counter() - started) * 1000.0))
+        if decoded:
+            started = time.perf_counter()
+            batch = self._normalise([crop for _, _, crop, _ in decoded])
+            normalise_ms = (time.perf_counter() - started) * 1000.0 / len(decoded)
+            outputs = self.classifier.run(batch)
+            probabilities = self.classifier.probabilities(outputs.logits)
+            vectors = embeddings(outputs.features, probabilities)
+            per_image_inference = outputs.inference_ms / len(decoded)
+            for row, (index, image, crop, resize_ms) in enumerate(decoded):
+                outcomes[index] = self._result(
+                    image, crop, probabilities[row], vectors[row], top_k,
+                    {"decode": image.decode_ms, "preprocess": resize_ms + normalise_ms,
+                     "inference": per_image_inference},
+                )
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _result(self, image: DecodedImage, crop: np.ndarray, probabilities: np.ndarray, vector: np.ndarray,
+                top_k: int, timings: dict[str, float]) -> ImageClassification:
+        confidence, margin = confidence_and_margin(probabilities)
+        features = ImageFeatures(
+            width=image.width, height=image.height, format=image.format, **image_statistics(crop),
+            confidence=confidence, margin=margin, embedding=[round(float(v), 5) for v in vector],
+        )
+        timings = {name: round(value, 3) for name, value in timings.items()}
+        timings["total"] = round(sum(timings.values()), 3)
+        return ImageClassification(
+            predictions=self.classifier.top_k(probabilities, top_k), features=features,
+            model_name=self.card.name, model_version=self.card.version, timings_ms=timings,
+        )
