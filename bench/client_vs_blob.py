@@ -139,7 +139,7 @@ def blob_path(http: httpx.Client, files: list[Path], user: str, timeout: float) 
     return {"photos": len(files), "put_failures": sum(status != 201 for status in statuses),
             "final": len(results), "done": sum(item["status"] == "done" for item in results),
             "uploads_s": round(uploaded_s, 2), "seconds": round(seconds, 2),
-            "img_s": round(len(results) / seconds, 2) if results else 0.0}
+            "img_s": round(sum(item["status"] == "done" for item in results) / seconds, 2) if results else 0.0}
 
 
 def cli_path(api: str, folder: Path, user: str, out: Path) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def cli_path(api: str, folder: Path, user: str, out: Path) -> dict[str, Any]:
     photos = len(list(folder.glob("*.jpg")))
     return {"photos": photos, "exit": done.returncode, "rows": len(rows),
             "done": sum(",done," in row for row in rows), "seconds": round(seconds, 2),
-            "img_s": round(photos / seconds, 2), "summary": done.stderr.strip().splitlines()[-1:]}
+            "img_s": round(sum(",done," in row for row in rows) / seconds, 2),  # finished results only
+            "summary": done.stderr.strip().splitlines()[-1:]}
 
 
 def main() -> int:

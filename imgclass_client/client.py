@@ -300,7 +300,8 @@ def _chunks(uploads: Sequence[_Upload], size: int) -> Iterator[Sequence[_Upload]
 def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int = 4, timeout: float = 300.0,
                   poll_interval: float = 1.0, progress: bool | None = None,
                   sleep: Callable[[float], None] = time.sleep, grant_batch: int = GRANT_BATCH) -> list[FileResult]:
-    """Upload every file through a SAS URL, then poll until each result is final or `timeout` s have passed.
+    """Upload every file through a SAS URL, then poll until each result is final, or until no result has
+    become final for `timeout` s (a large folder may take longer than `timeout` in all, as long as it moves).
 
     Grants come GRANT_BATCH per request and results QUERY_BATCH per request, so a folder costs a few API
     requests, not several per image; the PUTs to Blob Storage run `concurrency` at a time, while the next
@@ -337,13 +338,15 @@ def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int 
                 # round follows them, and a large folder never makes each round cost several requests
                 finished = _poll_many(client, pending[:QUERY_BATCH])
                 bar.update(len(finished))
+                if finished:  # progress: the service is working through the folder, keep waiting
+                    deadline = time.monotonic() + timeout
                 done = {id(result) for result in finished}
                 pending = [r for r in pending if id(r) not in done]
                 if not pending:
                     break
                 if time.monotonic() >= deadline:
                     for result in pending:
-                        result.error = f"no final result after {timeout:g} s (still {result.status})"
+                        result.error = f"no result became final for {timeout:g} s (still {result.status})"
                         result.status = "timeout"
                     break
                 sleep(poll_interval)
