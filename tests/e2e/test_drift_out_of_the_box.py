@@ -55,8 +55,12 @@ def photos(start: int, count: int, *, dim: float = 1.0) -> list[tuple[str, bytes
 def send(api: str, headers: dict[str, str], batch: list[tuple[str, bytes]]) -> None:
     for i in range(0, len(batch), BATCH):
         files = [("file", (name, data, "image/jpeg")) for name, data in batch[i:i + BATCH]]
-        response = httpx.post(f"{api}/classify?top_k=1", headers=headers, files=files, timeout=60)
-        assert response.status_code == 200, response.text
+        for _ in range(5):  # a loaded machine may answer 503 (a dependency busy) or 429: retry as a client does
+            response = httpx.post(f"{api}/classify?top_k=1", headers=headers, files=files, timeout=120)
+            if response.status_code not in (429, 503):
+                break
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        assert response.status_code == 200, (response.status_code, response.text)
 
 
 def run_window(api: str, admin: dict[str, str], window: str) -> dict[str, object]:
