@@ -264,6 +264,8 @@ class DriftDependencies:
     # a version with no explicit profile learns one from its own traffic (None or min_images 0: off)
     baselines: BaselineStore | None = None
     baseline_policy: BaselinePolicy | None = None
+    # False in the API app (DRIFT_REPORT=summary): its package has no Evidently, the verdict table is the report
+    evidently_report: bool = True
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,7 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         if summary.status == "ok" and (summary.drift or summary.corrections >= deps.min_corrections):
             summary = on_drift(summary, min_corrections=deps.min_corrections)
             summary = _submit_retraining(window, summary, deps)
-        html = _report_html(reference, current, summary)
+        html = _report_html(reference, current, summary, evidently=deps.evidently_report)
         write_report(deps.reports, window, html=html, summary_json=summary.model_dump_json(indent=2))
         deps.store.complete(claim, summary.model_dump(mode="json"))
     except Exception as exc:
@@ -297,6 +299,11 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         raise
     telemetry.record_drift(drift_share=summary.drift_share, drift_detected=summary.drift, window_id=window.id,
                            signals=summary.signals)
+    performance = summary.performance
+    if performance.current_accuracy is not None and performance.corrected_rows > 0:
+        telemetry.record_feedback_accuracy(accuracy=performance.current_accuracy, rows=performance.corrected_rows,
+                                           model_name=summary.model_name or "", window_id=window.id,
+                                           model_version=summary.model_version or telemetry.NO_MODEL_VERSION)
     logger.info("drift window %s: drift=%s share=%.2f signals=%s rows=%d", window.id, summary.drift,
                 summary.drift_share, ",".join(summary.signals), summary.current_rows)
     return DriftRun(status="completed", window=window, summary=summary)
@@ -433,10 +440,11 @@ def merge_profiles(held: Sequence[Mapping[str, Any]], held_count: int, new_rows:
     return [*(held[int(i)] for i in held_picks), *(new_rows[int(i)] for i in new_picks)]
 
 
-def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary) -> str:
+def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary, *,
+                 evidently: bool = True) -> str:
     from shared_code.monitoring.html import summary_only_html  # noqa: PLC0415 - only windows with nothing to plot need it
 
-    if summary.status != "ok":
+    if summary.status != "ok" or not evidently:
         return summary_only_html(summary)
     try:
         return render_report_html(reference, current, summary)

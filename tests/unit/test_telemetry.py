@@ -330,3 +330,13 @@ def test_otlp_endpoint_exports_the_same_spans_and_metrics() -> None:
         assert set(classified) == telemetry.EMITTED_METRICS[telemetry.METRIC_CLASSIFICATIONS]
         assert classified[telemetry.DIM_PREDICTED_LABEL] == "cat"
     assert {telemetry.DIM_DRIFT_DETECTED: "true"} in metric_names[telemetry.METRIC_DRIFT_RUNS]
+
+
+def test_feedback_accuracy_is_recorded_per_served_version(providers: Providers) -> None:
+    version = f"f-{uuid.uuid4().hex[:8]}"
+    telemetry.record_feedback_accuracy(accuracy=0.55, rows=40, model_name="tiny", model_version=version,
+                                       window_id="2026-11-23T00:00Z/PT24H")
+    point = point_with(providers.metric_reader, telemetry.METRIC_FEEDBACK_ACCURACY, model_version=version)
+    assert point.count == 1 and point.max == pytest.approx(0.55)
+    assert dict(point.attributes) == {"model_name": "tiny", "model_version": version}
+    assert set(point.attributes) <= telemetry.EMITTED_METRICS[telemetry.METRIC_FEEDBACK_ACCURACY]
