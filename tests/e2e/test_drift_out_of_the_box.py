@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,23 +22,12 @@ from PIL import Image, ImageEnhance
 from devstack.emulators import connection_string
 from devstack.processes import free_port, is_running, port_is_free
 from shared_code.monitoring.window import last_complete_window
-from shared_code.settings import Settings
-from tests.e2e.test_running_stack import PROJECT_ROOT, SIGNING_KEY
+from tests.e2e.test_running_stack import PROJECT_ROOT, SIGNING_KEY, stack
 from tests.factories import SHARED_PHOTOS, make_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BASELINE_IMAGES = 48
 BATCH = 16  # MAX_IMAGES_PER_REQUEST
-
-
-def stack(root: Path, ports: dict[str, int], *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`devstack.stack` with an environment free of app settings: other tests of this process set some (a
-    signing key, a database), and the environment wins over local.settings.json in the host."""
-    options = [option for name, port in ports.items() for option in (f"--{name}-port", str(port))]
-    env = {name: value for name, value in os.environ.items()
-           if name not in Settings.model_fields and not name.startswith("AzureWebJobs")}
-    return subprocess.run([sys.executable, "-m", "devstack.stack", *arguments, "--root", str(root), *options],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False, env=env)
 
 
 def token(user: str, scope: str) -> str:
