@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from functions.dependencies import ComponentsDep, RateLimiterDep, SettingsDep
 from shared_code.errors import Forbidden, Unauthorized
 from shared_code.identity.auth import Principal, authenticate
+from shared_code.identity.rate_limit import TokenBucketLimiter
 
 bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` or `POST /api/token` locally, "
                                                   "Entra ID in Azure")
@@ -47,6 +48,16 @@ def require(scope: str | None, *, user_token: bool = False) -> Any:
         return principal
 
     return Depends(checker)
+
+
+def charge_images(limiter: TokenBucketLimiter, principal: Principal, count: int) -> None:
+    """Count `count` images against the caller's image limit (429 with Retry-After when over it).
+
+    Requests are limited per request (`require`); work that scales with images (upload grants, HTTP
+    classification) is also limited per image, so a folder sent as a few batch requests is neither
+    throttled by the request count nor a way around the per-image rate.
+    """
+    limiter.check(f"images:{principal.user_id}", cost=count)
 
 
 class ErrorDetail(BaseModel):

@@ -39,6 +39,10 @@ def get_rate_limiter() -> TokenBucketLimiter:
     return get_components().rate_limiter
 
 
+def get_image_limiter() -> TokenBucketLimiter:
+    return get_components().image_limiter
+
+
 def get_account_service() -> AccountService:
     return get_components().account
 
@@ -53,6 +57,7 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 ServiceDep = Annotated[ClassificationService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RateLimiterDep = Annotated[TokenBucketLimiter, Depends(get_rate_limiter)]
+ImageLimiterDep = Annotated[TokenBucketLimiter, Depends(get_image_limiter)]
 AccountDep = Annotated[AccountService, Depends(get_account_service)]
 
 

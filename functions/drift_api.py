@@ -51,6 +51,8 @@ class DriftReportPublic(BaseModel):
     signals: list[str]
     current_rows: int
     retraining_requested: bool
+    reference_source: str | None = Field(default=None, description="explicit (a shipped profile) or baseline "
+                                         "(the version's own first traffic); none before either exists.")
     finished_at: str | None
     report_url: str
     summary_url: str
@@ -160,6 +162,7 @@ def report_public(document: dict[str, Any]) -> DriftReportPublic:
         drift=bool(summary.get("drift", False)), drift_share=float(summary.get("drift_share", 0.0)),
         signals=list(summary.get("signals", [])), current_rows=int(summary.get("current_rows", 0)),
         retraining_requested=bool(summary.get("retraining_requested", False)),
+        reference_source=(summary.get("reference") or {}).get("source"),
         finished_at=document.get("finishedAt"), **_links(document["id"]),
     )
 

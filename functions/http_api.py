@@ -6,6 +6,7 @@ Functions host, the project's local host, and tests (httpx ASGI transport) witho
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Annotated, Any
@@ -16,8 +17,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from functions import dependencies
-from functions.api_deps import AUTH_ERRORS, error_responses, require
-from functions.dependencies import ServiceDep, SettingsDep
+from functions.api_deps import AUTH_ERRORS, charge_images, error_responses, require
+from functions.dependencies import ImageLimiterDep, ServiceDep, SettingsDep
 from functions.drift_api import drift_router
 from functions.errors import MethodGuard, install_error_handlers
 from functions.feedback_api import feedback_router
@@ -28,7 +29,7 @@ from functions.request_body import read_limited, upload_chunks
 from functions.web_ui import web_router
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.identity.auth import Principal
-from shared_code.results.blob_store import FILENAME_PATTERN
+from shared_code.results.blob_store import FILENAME_PATTERN, UploadGrant
 from shared_code.results.service import UploadedFile
 from shared_code.results.store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
 from shared_code.settings import Settings, get_settings
@@ -65,12 +66,34 @@ class UploadCreate(BaseModel):
                                       "(.jpg, .jpeg, .png, .bmp, .gif, .tif, .tiff, .webp, any case).")
 
 
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+
+
 class UploadGrantPublic(BaseModel):
     id: str
     upload_url: str
     blob_name: str
     expires_at: str
     result_url: str
+
+
+class UploadBatchItem(BaseModel):
+    filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"])
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="As the Idempotency-Key header of POST /api/uploads: one unique string per file.")
+
+
+class UploadBatchCreate(BaseModel):
+    files: list[UploadBatchItem] = Field(min_length=1, description="At most MAX_UPLOADS_PER_REQUEST (256).")
+
+
+class UploadBatchPublic(BaseModel):
+    items: list[UploadGrantPublic] = Field(description="One grant per file, in the order sent.")
+
+
+class ResultQuery(BaseModel):
+    ids: list[str] = Field(min_length=1, description="Result ids; at most MAX_RESULT_IDS_PER_REQUEST (500).")
 
 
 class ResultPublic(ClassificationPublic):
@@ -85,6 +108,16 @@ class ResultPublic(ClassificationPublic):
 class ResultPage(BaseModel):
     items: list[ResultPublic]
     continuation: str | None
+
+
+class ResultQueryPublic(BaseModel):
+    items: list[ResultPublic] = Field(description="The caller's results among the ids, in the order asked.")
+    missing: list[str] = Field(description="Ids that are unknown, deleted or another user's (404 one by one).")
+
+
+def grant_public(grant: UploadGrant) -> UploadGrantPublic:
+    return UploadGrantPublic(id=grant.result_id, upload_url=grant.upload_url, blob_name=grant.blob_name,
+                             expires_at=grant.expires_at.isoformat(), result_url=f"/api/results/{grant.result_id}")
 
 
 def classification_public(document: ResultDocument) -> ClassificationPublic:
@@ -146,12 +179,13 @@ async def health(service: ServiceDep) -> HealthPublic:
         "image/*": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
 async def classify(
-    request: Request, service: ServiceDep, settings: SettingsDep,
+    request: Request, service: ServiceDep, settings: SettingsDep, images: ImageLimiterDep,
     principal: Annotated[Principal, require("classify")],
     top_k: Annotated[int, Query(ge=1, le=20, description="How many classes to return")] = 5,
 ) -> ClassificationPublic | ClassifyManyPublic:
     """Classify one image (or several as repeated `file` fields); every result is stored."""
     files = await read_images(request, settings)
+    charge_images(images, principal, len(files))
     documents = await run_in_threadpool(service.classify_files, principal.user_id, files, top_k)
     if len(documents) == 1:
         return classification_public(documents[0])
@@ -160,16 +194,57 @@ async def classify(
 
 @router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400)})
 async def create_upload(
-    body: UploadCreate, service: ServiceDep, principal: Annotated[Principal, require("classify")],
+    body: UploadCreate, service: ServiceDep, images: ImageLimiterDep,
+    principal: Annotated[Principal, require("classify")],
     idempotency_key: Annotated[str | None, Header(
-        alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+        alias="Idempotency-Key", min_length=1, max_length=128, pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Any unique string per file (e.g. a UUID): retrying with the same key returns the same "
                     "result id and blob, so a lost answer never leaves a stray pending result.")] = None,
 ) -> UploadGrantPublic:
     """A short-lived URL to PUT one image straight into Blob Storage (`x-ms-blob-type: BlockBlob`)."""
+    charge_images(images, principal, 1)
     grant = await run_in_threadpool(service.grant_upload, principal.user_id, body.filename, idempotency_key)
-    return UploadGrantPublic(id=grant.result_id, upload_url=grant.upload_url, blob_name=grant.blob_name,
-                             expires_at=grant.expires_at.isoformat(), result_url=f"/api/results/{grant.result_id}")
+    return grant_public(grant)
+
+
+GRANT_CONCURRENCY = 16  # grants of one batch in flight at once (each is a Cosmos write and a SAS signature)
+
+
+@router.post("/uploads/batch", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400, 413)})
+async def create_uploads(
+    body: UploadBatchCreate, service: ServiceDep, settings: SettingsDep, images: ImageLimiterDep,
+    principal: Annotated[Principal, require("classify")],
+) -> UploadBatchPublic:
+    """Many upload URLs in one request (a folder upload), each exactly as `POST /api/uploads` grants it.
+
+    Counted as one request and one image per file. Give every file its `idempotency_key`: a retried batch
+    then maps each file to the same result and blob, even when the first attempt stopped half way.
+    """
+    limit = min(settings.MAX_UPLOADS_PER_REQUEST, settings.RATE_LIMIT_IMAGES_BURST)
+    if len(body.files) > limit:
+        raise PayloadTooLarge(f"at most {limit} files per batch; send the rest in another request")
+    charge_images(images, principal, len(body.files))
+    grants: list[UploadGrant] = []
+    for start in range(0, len(body.files), GRANT_CONCURRENCY):
+        chunk = body.files[start:start + GRANT_CONCURRENCY]
+        grants += await asyncio.gather(*(
+            run_in_threadpool(service.grant_upload, principal.user_id, item.filename, item.idempotency_key)
+            for item in chunk))
+    return UploadBatchPublic(items=[grant_public(grant) for grant in grants])
+
+
+@router.post("/results/query", tags=["results"],
+             responses={**AUTH_ERRORS, **error_responses(400, 413)})
+async def query_results(body: ResultQuery, service: ServiceDep, settings: SettingsDep,
+                        principal: Annotated[Principal, require("results:read")]) -> ResultQueryPublic:
+    """Many of the caller's results in one request (one request against the rate limit, whatever the count)."""
+    if len(body.ids) > settings.MAX_RESULT_IDS_PER_REQUEST:
+        raise PayloadTooLarge(f"at most {settings.MAX_RESULT_IDS_PER_REQUEST} ids per query")
+    documents = await run_in_threadpool(service.get_results, principal.user_id, body.ids)
+    found = {document.id: document for document in documents}
+    ordered = list(dict.fromkeys(body.ids))
+    return ResultQueryPublic(items=[result_public(found[i]) for i in ordered if i in found],
+                             missing=[i for i in ordered if i not in found])
 
 
 @router.get("/results/{result_id}", tags=["results"], responses={**AUTH_ERRORS, **error_responses(404)})

@@ -1,4 +1,4 @@
-"""Telemetry start-up: Azure Monitor when a connection string is set, nothing otherwise."""
+"""Telemetry start-up: Azure Monitor when a connection string is set, OTLP when the standard endpoint is."""
 
 from __future__ import annotations
 
@@ -11,4 +11,5 @@ def configure_from_settings(service_name: str = "imgclass") -> bool:
     """`service_name` tells the two apps apart in Application Insights (cloud_RoleName)."""
     # Read directly: telemetry must not depend on the rest of the settings being valid.
     return telemetry.configure_telemetry(os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+                                         otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
                                          service_name=service_name)

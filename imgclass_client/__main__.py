@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     upload = commands.add_parser("upload", parents=[common], help="upload every image under a folder")
     upload.add_argument("folder", type=Path)
     upload.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds to wait for results after the uploads (default 300)")
+                        help="give up when no result has become final for this many seconds (default 300)")
     upload.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls (default 1)")
     classify = commands.add_parser("classify", parents=[common], help="classify a few files in HTTP requests")
     classify.add_argument("files", type=Path, nargs="+")

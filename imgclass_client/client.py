@@ -1,5 +1,8 @@
 """The client: sign in with an API key, upload images straight to Blob Storage, wait for results, write a CSV.
 
+A folder upload asks for its upload URLs in batches (`POST /api/uploads/batch`) and learns its results in
+batches (`POST /api/results/query`), falling back to one request per file on a server without them.
+
 Depends on httpx and tqdm only; it talks to the service over its public HTTP API and nothing else.
 """
 
@@ -9,7 +12,7 @@ import csv
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,20 +180,92 @@ def retry_after(response: httpx.Response, default: float) -> float:
 
 
 # --- upload -------------------------------------------------------------------------------------------------
-def _upload_one(client: ApiClient, path: Path, result: FileResult) -> None:
+GRANT_BATCH = 100  # files per POST /uploads/batch (the server allows MAX_UPLOADS_PER_REQUEST, 256 by default)
+QUERY_BATCH = 500  # ids per POST /results/query (MAX_RESULT_IDS_PER_REQUEST)
+
+
+@dataclass
+class _Upload:
+    path: Path
+    result: FileResult
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per file, reused by every retry
+
+
+class _Grants:
+    """Upload grants: many per request (POST /uploads/batch), or one per file on a server without it."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self.batch_supported = True
+
+    def grant(self, uploads: Sequence[_Upload]) -> list[tuple[_Upload, dict[str, Any]]]:
+        if self.batch_supported:
+            response = self.client.request("POST", "uploads/batch", json={"files": [
+                {"filename": u.path.name, "idempotency_key": u.key} for u in uploads]})
+            if response.status_code == 200:
+                return list(zip(uploads, response.json()["items"], strict=True))
+            if response.status_code in (404, 405):  # an older server: fall back to one grant per file
+                self.batch_supported = False
+            elif response.status_code not in (400, 413, 422):
+                raise ClientError(f"upload refused: {error_message(response)}")
+            # 400/413/422: one file spoils the batch; grant one by one so only that file fails
+        granted = []
+        for upload in uploads:
+            try:
+                granted.append((upload, self._grant_one(upload)))
+            except ClientError as exc:
+                upload.result.status, upload.result.error = "failed", str(exc)
+        return granted
+
+    def _grant_one(self, upload: _Upload) -> dict[str, Any]:
+        response = self.client.request("POST", "uploads", json={"filename": upload.path.name},
+                                       headers={"Idempotency-Key": upload.key})
+        if response.status_code != 200:
+            raise ClientError(f"upload refused: {error_message(response)}")
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def _put(client: ApiClient, upload: _Upload, grant: dict[str, Any]) -> None:
+    result = upload.result
     try:
-        # One key per file: the client's own retries (timeouts, 503) then reuse the same result and blob.
-        grant = client.request("POST", "uploads", json={"filename": path.name},
-                               headers={"Idempotency-Key": uuid.uuid4().hex})
-        if grant.status_code != 200:
-            raise ClientError(f"upload refused: {error_message(grant)}")
-        body = grant.json()
-        result.id = str(body["id"])
-        put = client.put_blob(str(body["upload_url"]), path.read_bytes())
+        result.id = str(grant["id"])
+        put = client.put_blob(str(grant["upload_url"]), upload.path.read_bytes())
         if put.status_code not in (200, 201):
             raise ClientError(f"Blob Storage refused the upload: {put.status_code} {put.reason_phrase}")
     except (ClientError, OSError, httpx.HTTPError) as exc:
         result.status, result.error = "failed", str(exc)
+
+
+def _poll_many(client: ApiClient, pending: Sequence[FileResult]) -> list[FileResult]:
+    """Refresh pending results, QUERY_BATCH per request; the ones that reached a final status."""
+    finished: list[FileResult] = []
+    for start in range(0, len(pending), QUERY_BATCH):
+        chunk = {result.id: result for result in pending[start:start + QUERY_BATCH]}
+        try:
+            response = client.request("POST", "results/query", json={"ids": list(chunk)})
+        except ClientError as exc:
+            for result in chunk.values():
+                result.error = str(exc)
+            continue
+        if response.status_code in (404, 405):  # an older server: one GET per result
+            finished += [result for result in chunk.values() if _poll_once(client, result)]
+            continue
+        if response.status_code != 200:
+            for result in chunk.values():
+                result.error = error_message(response)
+            continue
+        body = response.json()
+        for item in body.get("items", []):
+            result = chunk[str(item["id"])]
+            result.update_from(item)
+            if result.status in TERMINAL:
+                finished.append(result)
+        for missing in body.get("missing", []):
+            result = chunk[str(missing)]
+            result.status, result.error = "failed", "404 not_found: the result no longer exists"
+            finished.append(result)
+    return finished
 
 
 def _poll_once(client: ApiClient, result: FileResult) -> bool:
@@ -210,31 +285,68 @@ def _poll_once(client: ApiClient, result: FileResult) -> bool:
     return False
 
 
+FIRST_GRANT_BATCH = 16  # a small first batch: the PUTs (and the service's classifying) start at once
+
+
+def _chunks(uploads: Sequence[_Upload], size: int) -> Iterator[Sequence[_Upload]]:
+    """A small first chunk, then chunks of `size`: grants for the next chunk overlap the PUTs of this one."""
+    first = min(size, FIRST_GRANT_BATCH)
+    if uploads:
+        yield uploads[:first]
+    for start in range(first, len(uploads), size):
+        yield uploads[start:start + size]
+
+
 def upload_folder(client: ApiClient, files: Sequence[Path], *, concurrency: int = 4, timeout: float = 300.0,
                   poll_interval: float = 1.0, progress: bool | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> list[FileResult]:
-    """Upload every file through a SAS URL, then poll until each result is final or `timeout` s have passed."""
-    results = [FileResult(file=str(path)) for path in files]
+                  sleep: Callable[[float], None] = time.sleep, grant_batch: int = GRANT_BATCH) -> list[FileResult]:
+    """Upload every file through a SAS URL, then poll until each result is final, or until no result has
+    become final for `timeout` s (a large folder may take longer than `timeout` in all, as long as it moves).
+
+    Grants come GRANT_BATCH per request and results QUERY_BATCH per request, so a folder costs a few API
+    requests, not several per image; the PUTs to Blob Storage run `concurrency` at a time, while the next
+    batch of grants is being asked for.
+    """
+    uploads = [_Upload(path, FileResult(file=str(path))) for path in files]
     client.sign_in()  # a bad key fails once, before any upload
+    grants = _Grants(client)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         with tqdm(total=len(files), desc="upload", unit="img", disable=_disabled(progress)) as bar:
-            def upload(item: tuple[Path, FileResult]) -> None:
-                _upload_one(client, *item)
+            def put(item: tuple[_Upload, dict[str, Any]]) -> None:
+                _put(client, *item)
                 bar.update(1)
 
-            list(pool.map(upload, zip(files, results, strict=True)))
+            in_flight = []
+            for chunk in _chunks(uploads, max(1, grant_batch)):
+                try:
+                    granted = grants.grant(chunk)
+                except ClientError as exc:
+                    for upload in chunk:
+                        upload.result.status, upload.result.error = "failed", str(exc)
+                    bar.update(len(chunk))
+                    continue
+                bar.update(len(chunk) - len(granted))
+                in_flight += [pool.submit(put, item) for item in granted]
+            for future in in_flight:
+                future.result()
+        results = [upload.result for upload in uploads]
         pending = [r for r in results if r.status == "pending"]
         deadline = time.monotonic() + timeout
         with tqdm(total=len(pending), desc="results", unit="img", disable=_disabled(progress)) as bar:
             while pending:
-                finished = list(pool.map(lambda r: _poll_once(client, r), pending))
-                bar.update(sum(finished))
-                pending = [r for r, done in zip(pending, finished, strict=True) if not done]
+                # the oldest QUERY_BATCH pending only: results finish about in upload order, so one request per
+                # round follows them, and a large folder never makes each round cost several requests
+                finished = _poll_many(client, pending[:QUERY_BATCH])
+                bar.update(len(finished))
+                if finished:  # progress: the service is working through the folder, keep waiting
+                    deadline = time.monotonic() + timeout
+                done = {id(result) for result in finished}
+                pending = [r for r in pending if id(r) not in done]
                 if not pending:
                     break
                 if time.monotonic() >= deadline:
                     for result in pending:
-                        result.error = f"no final result after {timeout:g} s (still {result.status})"
+                        result.error = f"no result became final for {timeout:g} s (still {result.status})"
                         result.status = "timeout"
                     break
                 sleep(poll_interval)

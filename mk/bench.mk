@@ -7,3 +7,8 @@ E2E_ARGS ?=
 .PHONY: test-bench
 test-bench: .venv/.installed ## Fast tests of the benchmark's statistics, JSON contract and the classify-path import guard
 	$(PY) -m pytest tests/unit/bench/test_bench_e2e.py -q -p no:cacheprovider $(PYTEST_ARGS)
+
+CLIENT_PHOTOS ?= 1000
+.PHONY: bench-client
+bench-client: .venv/.installed node_modules/.installed ## CLI folder upload vs the blob path on one local stack (1,000 photos from ../shared); last line JSON
+	PYTHONPATH=. $(PY) -m bench.client_vs_blob --photos $(CLIENT_PHOTOS) $(if $(MODEL),--model $(MODEL))

@@ -186,6 +186,13 @@ class Components:
         return self._once("rate_limiter", lambda: TokenBucketLimiter(s.RATE_LIMIT_PER_MINUTE, s.RATE_LIMIT_BURST))
 
     @property
+    def image_limiter(self) -> TokenBucketLimiter:
+        """Images per user (upload grants, HTTP classification), beside the per-request `rate_limiter`."""
+        s = self.settings
+        return self._once("image_limiter", lambda: TokenBucketLimiter(s.RATE_LIMIT_IMAGES_PER_MINUTE,
+                                                                      s.RATE_LIMIT_IMAGES_BURST))
+
+    @property
     def account(self) -> AccountService:
         # an absent feedback container counts as empty
         return self._once("account", lambda: AccountService(
@@ -223,12 +230,17 @@ class Components:
 
     def drift_dependencies(self) -> DriftDependencies:
         """Everything `run_drift_window` needs (retraining is added by the caller when it is on)."""
+        from shared_code.monitoring.baseline import BaselinePolicy, BaselineStore  # noqa: PLC0415
         from shared_code.monitoring.drift import DriftDependencies  # noqa: PLC0415
 
         return DriftDependencies(
             results=self.results.container, store=self.drift_store, reports=self.reports,
             pipeline=self.models.current, thresholds=drift_thresholds(self.settings),
             min_corrections=self.settings.RETRAIN_MIN_CORRECTIONS,
+            baselines=BaselineStore(self.drift_container, self.reports),
+            baseline_policy=BaselinePolicy(min_images=self.settings.DRIFT_BASELINE_MIN_IMAGES,
+                                           min_days=self.settings.DRIFT_BASELINE_DAYS,
+                                           sample=self.settings.DRIFT_BASELINE_SAMPLE),
             # the API app (DRIFT_REPORT=summary) has no Evidently: the verdict table is its report
             evidently_report=self.settings.DRIFT_REPORT == "evidently")
 

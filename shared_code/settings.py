@@ -83,15 +83,31 @@ class Settings(BaseSettings):
     BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
+    RATE_LIMIT_IMAGES_PER_MINUTE: int = Field(
+        default=3000, ge=0, description="Images per user per instance and minute (upload grants, HTTP classify), "
+        "counted per image on top of the request limit; 0 = off.")
+    RATE_LIMIT_IMAGES_BURST: int = Field(default=1000, ge=1, description="Images a user may send at once.")
+    MAX_UPLOADS_PER_REQUEST: int = Field(default=256, ge=1, le=1000,
+                                         description="Upload grants per POST /api/uploads/batch.")
+    MAX_RESULT_IDS_PER_REQUEST: int = Field(default=500, ge=1, le=1000,
+                                            description="Result ids per POST /api/results/query.")
     DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
 
     # --- telemetry ---------------------------------------------------------------------------------------
     APPLICATIONINSIGHTS_CONNECTION_STRING: str = ""
+    OTEL_EXPORTER_OTLP_ENDPOINT: str = Field(default="", description="OTLP/HTTP collector, e.g. "
+                                             "http://127.0.0.1:4318: spans and metrics also go there.")
 
     # --- drift and retraining ----------------------------------------------------------------------------
     DRIFT_SCHEDULE: str = "0 0 * * * *"
     DRIFT_WINDOW_HOURS: int = Field(default=24, ge=1)
     DRIFT_SHARE_THRESHOLD: float = Field(default=0.5, gt=0, le=1)
+    DRIFT_BASELINE_MIN_IMAGES: int = Field(
+        default=300, ge=0, description="A version with no reference profile takes its first this many images "
+        "(and DRIFT_BASELINE_DAYS, whichever comes later) as its reference; 0 = off (no_reference).")
+    DRIFT_BASELINE_DAYS: float = Field(default=1.0, ge=0, description="Days of traffic the automatic baseline spans.")
+    DRIFT_BASELINE_SAMPLE: int = Field(default=2000, ge=100, le=5000,
+                                       description="Rows the automatic baseline profile keeps (a bounded sample).")
     RETRAIN_MIN_CORRECTIONS: int = Field(default=200, ge=1)
     RETRAIN_MODE: Literal["off", "local", "azureml"] = "off"
     AZUREML_SUBSCRIPTION_ID: str = ""

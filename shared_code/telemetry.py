@@ -1,5 +1,9 @@
 """Telemetry: OpenTelemetry spans, metrics and structured logs, exported to Azure Monitor when configured.
 
+Outside Azure the same spans and metrics go over OTLP/HTTP (protobuf) when the standard
+`OTEL_EXPORTER_OTLP_ENDPOINT` is set (a local collector, Jaeger, Grafana Alloy, ...); with both set, both get
+them. The exporters read the other standard `OTEL_EXPORTER_OTLP_*` variables (headers, per-signal endpoints).
+
 Metrics land in Application Insights `customMetrics` (name = metric name, attributes in `customDimensions`).
 The workbook and alert queries in `infra/` may use only the names declared here: `EMITTED_METRICS` is the
 contract that `tests/infra` checks them against. Metric dimensions stay low-cardinality on purpose (no result
@@ -14,10 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.trace import Span
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -80,30 +89,80 @@ class _ConfigurationState:
 _STATE = _ConfigurationState()
 
 
-def configure_telemetry(connection_string: str | None, *, service_name: str = "imgclass") -> bool:
-    """Export to Azure Monitor when a connection string is set; True once configured, False without one."""
-    if not connection_string:
-        logger.info("APPLICATIONINSIGHTS_CONNECTION_STRING not set; telemetry stays with the installed providers")
+def configure_telemetry(connection_string: str | None, *, otlp_endpoint: str | None = None,
+                        service_name: str = "imgclass") -> bool:
+    """Export to Azure Monitor and/or OTLP; True once configured, False with neither destination set.
+
+    `otlp_endpoint` is the value of `OTEL_EXPORTER_OTLP_ENDPOINT`; the OTLP exporters read it (and the other
+    `OTEL_EXPORTER_OTLP_*` variables) from the environment themselves, so it only switches the export on.
+    """
+    if not connection_string and not otlp_endpoint:
+        logger.info("neither APPLICATIONINSIGHTS_CONNECTION_STRING nor OTEL_EXPORTER_OTLP_ENDPOINT is set; "
+                    "telemetry stays with the installed providers")
         return False
     with _STATE.lock:
         if _STATE.configured:
             return True
-        # Imported here: the distro pulls in many instrumentations that local runs and tests never need.
-        from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
-
         try:
-            # Entra-only ingestion (App Insights DisableLocalAuth) is picked up by the exporter from
-            # APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the Bicep sets to the managed identity.
-            configure_azure_monitor(connection_string=connection_string,
-                                    resource=Resource.create({SERVICE_NAME: service_name}))
+            if connection_string:
+                _configure_azure_monitor(connection_string, service_name, otlp=bool(otlp_endpoint))
+            else:
+                _configure_otlp_only(service_name)
         except Exception:
             # Telemetry must never take the service down with it.
-            logger.exception("Azure Monitor could not be configured; continuing without export")
+            logger.exception("telemetry export could not be configured; continuing without export")
             return False
         _STATE.configured = True
-        logger.info("Azure Monitor telemetry configured for service %s", service_name)
+        logger.info("telemetry configured for service %s (azure monitor: %s, otlp: %s)", service_name,
+                    bool(connection_string), otlp_endpoint or "off")
         return True
+
+
+def _configure_azure_monitor(connection_string: str, service_name: str, *, otlp: bool) -> None:
+    # Imported here: the distro pulls in many instrumentations that local runs and tests never need.
+    from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
+
+    extra: dict[str, object] = {}
+    if otlp:  # the distro owns the providers; OTLP rides along as one more processor and reader
+        span_processor, metric_reader = _otlp_exporters()
+        extra = {"span_processors": [span_processor], "metric_readers": [metric_reader]}
+    # Entra-only ingestion (App Insights DisableLocalAuth) is picked up by the exporter from
+    # APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the Bicep sets to the managed identity.
+    configure_azure_monitor(connection_string=connection_string,
+                            resource=Resource.create({SERVICE_NAME: service_name}), **extra)
+
+
+def _configure_otlp_only(service_name: str) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    resource = Resource.create({SERVICE_NAME: service_name})
+    span_processor, metric_reader = _otlp_exporters()
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(span_processor)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[metric_reader]))
+
+
+def _otlp_exporters() -> tuple[SpanProcessor, MetricReader]:
+    """A batching span processor and a periodic metric reader, both exporting OTLP/HTTP protobuf."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    # Endpoint, headers, timeout and export interval come from the standard OTEL_* environment variables.
+    return BatchSpanProcessor(OTLPSpanExporter()), PeriodicExportingMetricReader(OTLPMetricExporter())
+
+
+def flush(timeout_ms: int = 10_000) -> None:
+    """Push buffered spans and metrics out now (end of a CLI run, tests); a no-op without SDK providers."""
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        force_flush = getattr(provider, "force_flush", None)
+        if callable(force_flush):
+            force_flush(timeout_ms)
 
 
 # --- instruments ---------------------------------------------------------------------------------------------

@@ -34,26 +34,31 @@ class TokenBucketLimiter:
     def enabled(self) -> bool:
         return self.per_second > 0
 
-    def wait_seconds(self, subject: str) -> float:
-        """Take one token for `subject`: 0.0 if the request may go ahead, else how long until it may."""
+    def wait_seconds(self, subject: str, cost: float = 1.0) -> float:
+        """Take `cost` tokens for `subject`: 0.0 if the request may go ahead, else how long until it may.
+
+        A cost above the burst is charged as the burst (callers bound their batches by it, see
+        `RATE_LIMIT_IMAGES_BURST`), so a large batch waits for a full bucket instead of never passing.
+        """
         if not self.enabled:
             return 0.0
+        cost = min(max(cost, 0.0), self.burst)
         now = self._clock()
         with self._lock:
             tokens, at = self._buckets.pop(subject, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.per_second)
-            if tokens >= 1.0:
-                tokens -= 1.0
+            if tokens >= cost:
+                tokens -= cost
                 wait = 0.0
             else:
-                wait = (1.0 - tokens) / self.per_second
+                wait = (cost - tokens) / self.per_second
             self._buckets[subject] = (tokens, now)  # re-inserted last: most recently seen
             while len(self._buckets) > self._max_subjects:
                 self._buckets.popitem(last=False)
         return wait
 
-    def check(self, subject: str) -> None:
+    def check(self, subject: str, cost: float = 1.0) -> None:
         """Raise `RateLimited` (HTTP 429 with Retry-After) when `subject` is over its rate."""
-        wait = self.wait_seconds(subject)
+        wait = self.wait_seconds(subject, cost)
         if wait > 0:
             raise RateLimited(f"too many requests; retry in {math.ceil(wait)} s", retry_after_s=max(1, math.ceil(wait)))

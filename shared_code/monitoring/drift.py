@@ -25,6 +25,7 @@ from azure.storage.blob import ContainerClient
 from shared_code import telemetry
 from shared_code.inference.model_card import ModelCard
 from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.monitoring.baseline import Baseline, BaselinePolicy, BaselineState, BaselineStore
 from shared_code.monitoring.charts import window_charts
 from shared_code.monitoring.stats import SampleComparison, category_test, ks_test, mmd_test, proportion_increase_test
 from shared_code.monitoring.store import DriftStore, read_window_rows, write_report
@@ -36,6 +37,7 @@ from shared_code.monitoring.summary import (
     DriftSummary,
     DriftThresholds,
     PerformanceSummary,
+    ReferenceInfo,
     SignalGroup,
     SignalResult,
 )
@@ -260,6 +262,9 @@ class DriftDependencies:
     min_corrections: int
     # RETRAIN_MODE local/azureml: submits the window's retraining (once) and notes the job on the summary
     retrain: Callable[[DriftWindow, DriftSummary], DriftSummary] | None = None
+    # a version with no explicit profile learns one from its own traffic (None or min_images 0: off)
+    baselines: BaselineStore | None = None
+    baseline_policy: BaselinePolicy | None = None
     # False in the API app (DRIFT_REPORT=summary): its package has no Evidently, the verdict table is the report
     evidently_report: bool = True
 
@@ -325,22 +330,117 @@ def _summarise(window: DriftWindow, deps: DriftDependencies
     where = {"window_id": window.id, "window_key": window.key, "window_start": window.start_iso,
              "window_end": window.end_iso, "model_name": card.name, "model_version": card.version}
     profile = load_reference_profile(card, pipeline.classifier.onnx_path)
-    if profile is None:
+    policy = deps.baseline_policy
+    if profile is None and (deps.baselines is None or policy is None or not policy.enabled):
         logger.warning("model %s has no reference profile: drift window %s not compared", card.model_id, window.id)
         return DriftSummary(status="no_reference", thresholds=deps.thresholds, **where), [], []
+    baseline = None
+    if profile is not None:
+        reference_info = ReferenceInfo(source="explicit", rows=int(profile.get("row_count", 0)),
+                                       sample_size=int(profile.get("sample_size", 0)))
+    else:
+        assert deps.baselines is not None and policy is not None
+        baseline = deps.baselines.get(card.name, card.version)
+        if baseline is not None and baseline.state == "complete":
+            profile = deps.baselines.load_profile(baseline)
+        if profile is None:  # collecting (or a lost profile blob): this window feeds the baseline
+            return _collect_baseline(window, deps, card, baseline, where), [], []
+        reference_info = _baseline_info(baseline, policy)
     reference = profile_rows(profile)
+    after = baseline.last_at if baseline is not None else None
+    current, excluded = _window_rows(window, deps, card, after=after)
+    summary = compute_drift(reference, current, thresholds=deps.thresholds, window_id=window.id)
+    return summary.model_copy(update={**where, "excluded_rows": excluded, "reference": reference_info}), reference, \
+        current
+
+
+def _window_rows(window: DriftWindow, deps: DriftDependencies, card: ModelCard, *, after: str | None
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """The window's comparable rows of the served version (created after `after` when given), and how many not."""
     current: list[dict[str, Any]] = []
     excluded = 0
     for item in read_window_rows(deps.results, window):
         row = row_from_result(item)
         served = item.get("model") or {}
-        # rows of another model version live in another embedding and label space
-        if row is None or served.get("name") != card.name or served.get("version") != card.version:
+        # rows of another model version live in another embedding and label space; rows a baseline already
+        # holds are its reference and are not compared with themselves
+        if row is None or served.get("name") != card.name or served.get("version") != card.version or (
+                after is not None and str(item.get("createdAt", "")) <= after):
             excluded += 1
             continue
+        row["created_at"] = str(item.get("createdAt", ""))
         current.append(row)
-    summary = compute_drift(reference, current, thresholds=deps.thresholds, window_id=window.id)
-    return summary.model_copy(update={**where, "excluded_rows": excluded}), reference, current
+    return current, excluded
+
+
+def _baseline_info(baseline: Baseline | None, policy: BaselinePolicy) -> ReferenceInfo:
+    document = baseline.document if baseline is not None else {}
+    return ReferenceInfo(source="baseline", state=baseline.state if baseline is not None else "collecting",
+                         rows=baseline.rows if baseline is not None else 0,
+                         sample_size=int(document.get("sampleSize", 0)), required_rows=policy.min_images,
+                         required_days=policy.min_days, first_at=document.get("firstAt"),
+                         last_at=document.get("lastAt"), windows=baseline.windows if baseline is not None else [],
+                         completed_window=document.get("completedWindow"))
+
+
+BASELINE_SAVE_ATTEMPTS = 5
+
+
+def _collect_baseline(window: DriftWindow, deps: DriftDependencies, card: ModelCard, baseline: Baseline | None,
+                      where: dict[str, Any]) -> DriftSummary:
+    """Add the window's new rows of this version to its baseline; complete it once the policy is met."""
+    assert deps.baselines is not None and deps.baseline_policy is not None
+    store, policy = deps.baselines, deps.baseline_policy
+    for _ in range(BASELINE_SAVE_ATTEMPTS):  # ETag races with a run of another window: re-read and merge again
+        if baseline is not None and baseline.state == "complete":
+            break  # another run completed it meanwhile; this window stays a baseline window
+        rows, _ = _window_rows(window, deps, card, after=baseline.last_at if baseline else None)
+        if not rows:
+            break
+        held = store.load_profile(baseline) if baseline is not None else None
+        total = (baseline.rows if baseline else 0) + len(rows)
+        merged = merge_profiles(profile_rows(held) if held else [], baseline.rows if baseline else 0, rows,
+                                cap=policy.sample, seed=deps.thresholds.seed)
+        stamps = [row["created_at"] for row in rows]
+        first_at = min(stamps + ([baseline.first_at] if baseline and baseline.first_at else []))
+        last_at = max(stamps + ([baseline.last_at] if baseline and baseline.last_at else []))
+        state: BaselineState = "complete" if policy.is_complete(total, first_at, last_at) else "collecting"
+        profile = build_reference_profile(merged, model=card, cap=policy.sample, seed=deps.thresholds.seed)
+        profile.update(row_count=total, source="baseline",
+                       baseline={"state": state, "first_at": first_at, "last_at": last_at,
+                                 "window": window.id, "min_images": policy.min_images, "min_days": policy.min_days})
+        saved = store.save(baseline, model_name=card.name, model_version=card.version, profile=profile, rows=total,
+                           first_at=first_at, last_at=last_at, window_id=window.id, state=state, policy=policy)
+        if saved is not None:
+            baseline = saved
+            logger.info("drift baseline of %s: %d rows from window %s (%s)", card.model_id, total, window.id, state)
+            break
+        baseline = store.get(card.name, card.version)
+    else:
+        logger.warning("drift baseline of %s not updated by window %s: too many concurrent writers",
+                       card.model_id, window.id)
+    return DriftSummary(status="baseline", thresholds=deps.thresholds, current_rows=baseline.rows if baseline else 0,
+                        reference=_baseline_info(baseline, policy), **where)
+
+
+def merge_profiles(held: Sequence[Mapping[str, Any]], held_count: int, new_rows: Sequence[Mapping[str, Any]], *,
+                   cap: int, seed: int) -> list[Mapping[str, Any]]:
+    """A uniform sample (at most `cap`) of held_count earlier rows (of which `held` is a sample) plus new rows.
+
+    How many come from each side follows the hypergeometric law of drawing from the union, so a baseline
+    collected over many windows weighs each row alike, in memory bounded by `cap` plus one window.
+    """
+    total = held_count + len(new_rows)
+    size = min(cap, total)
+    if size == total and len(held) == held_count:
+        return [*held, *new_rows]
+    rng = np.random.default_rng(seed + held_count)
+    from_held = int(rng.hypergeometric(max(held_count, 0), len(new_rows), size)) if held_count else 0
+    from_held = min(from_held, len(held))
+    from_new = min(size - from_held, len(new_rows))
+    held_picks = rng.choice(len(held), size=from_held, replace=False) if from_held else np.zeros(0, dtype=np.int64)
+    new_picks = rng.choice(len(new_rows), size=from_new, replace=False) if from_new else np.zeros(0, dtype=np.int64)
+    return [*(held[int(i)] for i in held_picks), *(new_rows[int(i)] for i in new_picks)]
 
 
 def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary, *,

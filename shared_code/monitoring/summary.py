@@ -71,10 +71,26 @@ class PerformanceSummary(BaseModel):
     corrected_rows: int = 0
 
 
+class ReferenceInfo(BaseModel):
+    """What a window was (or will be) compared with: an explicit profile, or the version's own baseline."""
+
+    source: Literal["explicit", "baseline"]
+    state: Literal["collecting", "complete"] = "complete"
+    rows: int = Field(default=0, description="Rows the reference stands for (its profile keeps a sample of them).")
+    sample_size: int = 0
+    required_rows: int | None = Field(default=None, description="Baseline: rows needed (DRIFT_BASELINE_MIN_IMAGES).")
+    required_days: float | None = Field(default=None, description="Baseline: days needed (DRIFT_BASELINE_DAYS).")
+    first_at: str | None = None
+    last_at: str | None = Field(default=None, description="Baseline: newest row it holds; later rows are compared.")
+    windows: list[str] = Field(default_factory=list, description="Baseline: the windows it was collected from.")
+    completed_window: str | None = None
+
+
 class DriftSummary(BaseModel):
     """The verdict over one window (or one offline comparison); JSON-serialisable."""
 
-    status: Literal["ok", "insufficient_data", "no_reference"] = "ok"
+    # baseline: the window's rows went into the version's automatic baseline instead of being compared
+    status: Literal["ok", "insufficient_data", "no_reference", "baseline"] = "ok"
     drift: bool = False
     drift_share: float = 0.0
     signals: list[str] = Field(default_factory=list)
@@ -91,6 +107,7 @@ class DriftSummary(BaseModel):
     model_name: str | None = None
     model_version: str | None = None
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    reference: ReferenceInfo | None = None
     computed_ms: float = 0.0
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     retraining_requested: bool = False

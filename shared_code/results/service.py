@@ -168,6 +168,11 @@ class ClassificationService:
     def get_result(self, user_id: str, result_id: str) -> ResultDocument:
         return self.results.get(safe_user_id(user_id), _known_result_id(result_id))
 
+    def get_results(self, user_id: str, result_ids: Sequence[str]) -> list[ResultDocument]:
+        """Many of the caller's results at once (ids that cannot exist are not sent to the store)."""
+        known = list(dict.fromkeys(result_id for result_id in result_ids if _RESULT_ID.fullmatch(result_id)))
+        return self.results.find_many(safe_user_id(user_id), known)
+
     def list_results(self, user_id: str, *, label: str | None, page_size: int, continuation: str | None
                      ) -> tuple[list[ResultDocument], str | None]:
         return self.results.list_page(safe_user_id(user_id), label=label, page_size=page_size,

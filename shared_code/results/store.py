@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from azure.cosmos import ContainerProxy
@@ -94,6 +95,19 @@ class ResultsStore:
             self.container.delete_item(result_id, partition_key=user_id)
         except CosmosResourceNotFoundError as exc:
             raise NotFound(f"no result {result_id!r}") from exc
+        except CosmosHttpResponseError as exc:
+            raise translate_cosmos_error(exc) from exc
+
+    def find_many(self, user_id: str, result_ids: Sequence[str]) -> list[ResultDocument]:
+        """The caller's results among `result_ids` (one query in the caller's partition; unknown ids are absent)."""
+        if not result_ids:
+            return []
+        try:
+            items = self.container.query_items(
+                "SELECT * FROM c WHERE c.userId = @user AND ARRAY_CONTAINS(@ids, c.id)",
+                parameters=[{"name": "@user", "value": user_id}, {"name": "@ids", "value": list(result_ids)}],
+                partition_key=user_id, max_item_count=len(result_ids))
+            return [ResultDocument.model_validate(item) for item in items]
         except CosmosHttpResponseError as exc:
             raise translate_cosmos_error(exc) from exc
 

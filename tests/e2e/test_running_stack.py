@@ -7,6 +7,7 @@ URL picked up by the host's blob trigger, and `down` leaving no process and no p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from devstack.emulators import connection_string
 from devstack.processes import free_port, is_running, port_is_free
+from shared_code.settings import Settings
 from tests.factories import image_bytes, make_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,9 +29,13 @@ SIGNING_KEY = "e2e-signing-key-0123456789abcdefghijklmnop"
 
 
 def stack(root: Path, ports: dict[str, int], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`devstack.stack` with an environment free of app settings: integration tests in the same process set
+    some (a signing key, a database), and in the host the environment wins over local.settings.json."""
     options = [option for name, port in ports.items() for option in (f"--{name}-port", str(port))]
+    env = {name: value for name, value in os.environ.items()
+           if name not in Settings.model_fields and not name.startswith("AzureWebJobs")}
     return subprocess.run([sys.executable, "-m", "devstack.stack", *arguments, "--root", str(root), *options],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False)
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False, env=env)
 
 
 def token(user: str) -> str:

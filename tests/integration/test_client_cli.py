@@ -155,3 +155,29 @@ def test_a_bad_key_or_missing_folder_exits_2_with_a_message(host: str, tmp_path:
     missing = run_client("upload", str(tmp_path / "nope"), "--api", host, key="ick_whatever")
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_folder_costs_a_few_requests_not_several_per_image(host: str, api_key: str, tmp_path: Path) -> None:
+    from imgclass_client.client import ApiClient, upload_folder  # noqa: PLC0415 - in-process to count requests
+
+    photos = tmp_path / "many"
+    photos.mkdir()
+    colors = [(230, 20, 20), (20, 230, 20), (20, 20, 230)]
+    for index in range(150):  # over the default request burst (60) if each image cost a request or more
+        (photos / f"{index:03d}.png").write_bytes(image_bytes("PNG", size=(24 + index % 7, 24),
+                                                              color=colors[index % 3]))
+    calls: list[str] = []
+    with ApiClient(host, api_key=api_key) as client:
+        original = client.request
+
+        def counted(method: str, path: str, **kwargs: Any) -> httpx.Response:
+            calls.append(f"{method} {path}")
+            return original(method, path, **kwargs)
+
+        client.request = counted  # type: ignore[method-assign]
+        results = upload_folder(client, sorted(photos.iterdir()), timeout=60, poll_interval=0.25, progress=False)
+    assert [r.status for r in results] == ["done"] * 150, {r.error for r in results}
+    assert [r.label for r in results[:3]] == ["red", "green", "blue"]
+    assert calls.count("POST uploads/batch") == 3 and "POST uploads" not in calls  # 16, then 100 and 34
+    assert set(calls) <= {"POST uploads/batch", "POST results/query"}
+    assert len(calls) < 40, calls  # 3 grant requests, then one query per poll round

@@ -43,14 +43,16 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture
 def api_schema(app_settings: dict[str, str]) -> Iterator[schemathesis.BaseSchema]:
     """The live document of the app; the rate limit is off so that generated cases reach the handlers."""
-    saved = os.environ.get("RATE_LIMIT_PER_MINUTE")
-    os.environ["RATE_LIMIT_PER_MINUTE"] = "0"
+    names = ("RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_IMAGES_PER_MINUTE")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "0"))
     dependencies.reset()
     yield schemathesis.openapi.from_asgi("/api/openapi.json", create_api())
-    if saved is None:
-        os.environ.pop("RATE_LIMIT_PER_MINUTE", None)
-    else:
-        os.environ["RATE_LIMIT_PER_MINUTE"] = saved
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     dependencies.reset()
 
 

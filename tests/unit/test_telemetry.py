@@ -6,14 +6,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -246,6 +250,86 @@ def test_connection_string_configures_azure_monitor_once() -> None:
                           cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "configured"
+
+
+class _OtlpReceiver(ThreadingHTTPServer):
+    """A loopback OTLP/HTTP endpoint that keeps every request body by path."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, list[bytes]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.bodies.setdefault(self.path, []).append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_otlp_endpoint_exports_the_same_spans_and_metrics() -> None:
+    receiver = _OtlpReceiver()
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    script = textwrap.dedent("""
+        import os
+        from shared_code import telemetry
+        assert telemetry.configure_telemetry(None, otlp_endpoint=os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"],
+                                             service_name="imgclass-otlp") is True
+        with telemetry.invocation_span("classify_http", result_id="r-otlp"):
+            telemetry.record_classification(model_name="m", model_version="1", predicted_label="cat",
+                                            confidence=0.75, inference_ms=3.0, decode_ms=1.0, source="http",
+                                            result_id="r-otlp")
+        telemetry.record_drift(drift_share=0.5, drift_detected=True, window_id="w", signals=["brightness"])
+        telemetry.flush()
+        print("flushed")
+    """)
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("APPLICATIONINSIGHTS_", "OTEL_"))}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.server_address[1]}"
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              check=False, cwd=REPO_ROOT, env=env)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "flushed"
+
+    spans = []
+    for body in receiver.bodies.get("/v1/traces", []):
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}["service.name"]
+            assert service == "imgclass-otlp"
+            spans += [span for scope in resource_spans.scope_spans for span in scope.spans]
+    [span] = [span for span in spans if span.name == "classify_http"]
+    assert {kv.key: kv.value.string_value for kv in span.attributes}["result_id"] == "r-otlp"
+
+    metric_names: dict[str, list[dict[str, str]]] = {}
+    for body in receiver.bodies.get("/v1/metrics", []):
+        request = ExportMetricsServiceRequest.FromString(body)
+        for resource_metrics in request.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        attributes = {kv.key: kv.value.string_value for kv in point.attributes}
+                        metric_names.setdefault(metric.name, []).append(attributes)
+    assert {telemetry.METRIC_CLASSIFICATIONS, telemetry.METRIC_INFERENCE_MS, telemetry.METRIC_CONFIDENCE,
+            telemetry.METRIC_DRIFT_RUNS, telemetry.METRIC_DRIFT_SHARE} <= set(metric_names)
+    # cumulative points may arrive more than once (the flush, then the exit's final collection)
+    for classified in metric_names[telemetry.METRIC_CLASSIFICATIONS]:
+        assert set(classified) == telemetry.EMITTED_METRICS[telemetry.METRIC_CLASSIFICATIONS]
+        assert classified[telemetry.DIM_PREDICTED_LABEL] == "cat"
+    assert {telemetry.DIM_DRIFT_DETECTED: "true"} in metric_names[telemetry.METRIC_DRIFT_RUNS]
 
 
 def test_feedback_accuracy_is_recorded_per_served_version(providers: Providers) -> None:
