@@ -39,7 +39,8 @@ def build_service(settings: Settings) -> ClassificationService:
                            version=settings.MODEL_VERSION, refresh_seconds=settings.MODEL_REFRESH_SECONDS,
                            limits=limits, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
     return ClassificationService(models, ResultsStore(container), blobs, max_attempts=settings.BLOB_MAX_ATTEMPTS,
-                                 upload_minutes=settings.UPLOAD_SAS_MINUTES, decode_timeout_s=settings.DECODE_TIMEOUT_S)
+                                 upload_minutes=settings.UPLOAD_SAS_MINUTES, decode_timeout_s=settings.DECODE_TIMEOUT_S,
+                                 max_request_pixels=settings.MAX_REQUEST_PIXELS)
 
 
 @lru_cache(maxsize=1)

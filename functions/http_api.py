@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from functions.body_limits import BodyLimits, RequestBodyLimits
 from functions.drift_api import drift_router
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
@@ -26,7 +27,7 @@ from shared_code.auth import Principal
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
 from shared_code.service import UploadedFile
-from shared_code.settings import Settings
+from shared_code.settings import Settings, get_settings
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -190,11 +191,23 @@ async def delete_result(result_id: str, service: ServiceDep,
     await run_in_threadpool(service.delete_result, principal.user_id, result_id)
 
 
+def body_limits() -> BodyLimits:
+    """The caps of the current settings; the defaults while settings are invalid (the route reports that)."""
+    try:
+        settings = get_settings()
+    except Exception:  # a settings error is reported by the request itself, not here
+        settings = Settings.model_construct()
+    return BodyLimits(json_bytes=settings.MAX_JSON_BODY_BYTES, image_bytes=settings.MAX_UPLOAD_BYTES,
+                      images_per_request=settings.MAX_IMAGES_PER_REQUEST)
+
+
 def create_api() -> FastAPI:
     """The ASGI application."""
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
                   docs_url="/api/docs", redoc_url=None)
     install_error_handlers(api)
+    # Outside the routing: bodies are capped before FastAPI parses them and before any auth dependency.
+    api.add_middleware(RequestBodyLimits, limits=body_limits)
     api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
     api.include_router(router)
     api.include_router(identity_router)

@@ -58,13 +58,14 @@ class ClassificationService:
 
     def __init__(self, models: ModelProvider, results: ResultsStore, blobs: BlobStore, *, max_attempts: int = 5,
                  upload_minutes: int = 10, before_result_write: Callable[[ResultDocument], None] | None = None,
-                 decode_timeout_s: float = 0.0) -> None:
+                 decode_timeout_s: float = 0.0, max_request_pixels: int = 0) -> None:
         self.models = models
         self.results = results
         self.blobs = blobs
         self.max_attempts = max_attempts
         self.upload_minutes = upload_minutes
         self.decode_timeout_s = decode_timeout_s
+        self.max_request_pixels = max_request_pixels
         # Test seam for fault injection (a crash after inference, before the write); None in production.
         self._before_result_write = before_result_write
 
@@ -73,7 +74,8 @@ class ClassificationService:
         """Classify and store; a lone bad image raises its rejection, bad ones in a batch come back rejected."""
         user_id = safe_user_id(user_id)
         pipeline = self.models.current()
-        outcomes = [self._within_decode_deadline(o) for o in pipeline.classify_many([f.data for f in files], top_k)]
+        outcomes = [self._within_decode_deadline(o) for o in pipeline.classify_many(
+            [f.data for f in files], top_k, max_total_pixels=self.max_request_pixels)]
         if len(files) == 1 and isinstance(outcomes[0], ImageRejected):
             telemetry.record_rejection(reason=outcomes[0].code, source="http")
             raise outcomes[0]

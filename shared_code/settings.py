@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     MAX_UPLOAD_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
     MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
     MAX_IMAGES_PER_REQUEST: int = Field(default=16, ge=1)
+    MAX_JSON_BODY_BYTES: int = Field(default=64 * 1024, ge=1024, description="Cap on JSON and other non-image "
+                                     "request bodies, enforced before parsing and before auth.")
+    MAX_REQUEST_PIXELS: int = Field(default=100_000_000, ge=1, description="Decoded pixels of all images of one "
+                                    "request together (a batch of large images is refused with 413).")
     BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
