@@ -12,6 +12,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared_code.blob_store import BlobStore
 from shared_code.classifier import load_classifier
+from shared_code.identity.erasure import ErasureLog
 from shared_code.imaging import ImageLimits
 from shared_code.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
 from shared_code.results_store import ResultsStore, cosmos_client
@@ -38,7 +39,11 @@ def build_service(settings: Settings) -> ClassificationService:
     models = ModelProvider(local_path=settings.MODEL_PATH, repository=repository, name=settings.MODEL_NAME,
                            version=settings.MODEL_VERSION, refresh_seconds=settings.MODEL_REFRESH_SECONDS,
                            limits=limits, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
+    keys = client.get_database_client(settings.COSMOS_DATABASE).get_container_client(settings.COSMOS_KEYS_CONTAINER)
+    erasures = ErasureLog(keys, hold_s=settings.ERASURE_HOLD_SECONDS)
     return ClassificationService(models, ResultsStore(container), blobs, max_attempts=settings.BLOB_MAX_ATTEMPTS,
+                                 erased_recently=erasures.erased_recently,
+                                 retry_backoff_s=settings.BLOB_RETRY_BACKOFF_S,
                                  upload_minutes=settings.UPLOAD_SAS_MINUTES, decode_timeout_s=settings.DECODE_TIMEOUT_S,
                                  max_request_pixels=settings.MAX_REQUEST_PIXELS)
 

@@ -20,6 +20,7 @@ from shared_code.account import AccountService
 from shared_code.api_keys import ApiKeyRecord, KeyStore, cosmos_database, grantable_scopes, key_store_for, parse_key
 from shared_code.auth import Principal, issue_token
 from shared_code.errors import Forbidden, NotFound
+from shared_code.identity.erasure import ErasureLog
 from shared_code.rate_limit import limiter_for
 from shared_code.settings import Settings, get_settings
 
@@ -100,7 +101,9 @@ def account_service(service: ServiceDep, settings: SettingsDep) -> AccountServic
     database = cosmos_database(settings.COSMOS_ENDPOINT, settings.COSMOS_KEY, settings.COSMOS_VERIFY_TLS,
                                settings.AZURE_CLIENT_ID, settings.COSMOS_DATABASE)
     feedback = database.get_container_client(FEEDBACK_CONTAINER)  # absent containers count as empty
-    return AccountService(service.results, service.blobs, key_store_for(settings), feedback)
+    keys = key_store_for(settings)
+    erasures = ErasureLog(keys.container, hold_s=settings.ERASURE_HOLD_SECONDS)
+    return AccountService(service.results, service.blobs, keys, feedback, erasures)
 
 
 KeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]

@@ -69,7 +69,13 @@ class Settings(BaseSettings):
                                      "request bodies, enforced before parsing and before auth.")
     MAX_REQUEST_PIXELS: int = Field(default=100_000_000, ge=1, description="Decoded pixels of all images of one "
                                     "request together (a batch of large images is refused with 413).")
-    BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
+    BLOB_MAX_ATTEMPTS: int = Field(default=4, ge=1, description="Attempts before a blob result becomes 'failed'; "
+                                   "below host.json poisonBlobThreshold, so one more delivery records `failed` "
+                                   "after a worker died on the last attempt.")
+    BLOB_RETRY_BACKOFF_S: float = Field(default=0.5, ge=0, description="First back-off before a transient "
+                                        "failure is redelivered (doubles per attempt, capped at 8 s); 0 = none.")
+    ERASURE_HOLD_SECONDS: int = Field(default=600, ge=60, description="How long an account erasure marker undoes "
+                                      "writes in flight from before it (longer than functionTimeout).")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
     DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
