@@ -142,6 +142,7 @@ class ClassificationService:
         never overwrites a newer version's result, a duplicate never undoes a finished result or its
         correction, and a result deleted meanwhile (the result, or the whole account) is never recreated;
         its blob, if the event brought one back, is deleted instead. Returns None in that case.
+        A blob written without an upload grant (tools, tests) gets its result created here (`_adopt`).
         """
         user_id, result_id = parse_upload_blob_name(event.blob_name)
         plan: dict[str, str] = {}
@@ -173,8 +174,9 @@ class ClassificationService:
 
         current = self.results.update(user_id, result_id, start_attempt)  # records the attempt before work
         if current is None:
-            self._delete_orphan(event)
-            return None
+            current = self._adopt(event, user_id, result_id, start_attempt)
+            if current is None:
+                return None
         if plan.get("skip") == "duplicate":
             logger.info("blob %s already processed as %s; duplicate delivery ignored", event.blob_name, result_id)
             return current
@@ -293,6 +295,29 @@ class ClassificationService:
         if stored is not None and delivered is not None and stored != delivered:
             return stored > delivered
         return self._superseded(event)
+
+    def _adopt(self, event: BlobEvent, user_id: str, result_id: str,
+               start_attempt: Callable[[ResultDocument], bool]) -> ResultDocument | None:
+        """A result for a live blob that has none; never for a blob deleted with its result or account.
+
+        Check after write: the result is created first, then the blob and the erasure marker are looked at
+        again. A `DELETE` racing with this deletes the blob before the result, so either it deletes the result
+        created here too, or this sees the blob gone (or the account erased) and deletes the result itself.
+        """
+        if self.blobs.etag(self.blobs.uploads_container, event.blob_name) != event.etag.strip('"'):
+            return None  # deleted (with its result) or overwritten (the newer version's event will come)
+        with contextlib.suppress(Conflict):  # another delivery created it first: go on with that one
+            self.results.create(ResultDocument(id=result_id, user_id=user_id, status="pending", source="blob",
+                                               blob_name=event.blob_name,
+                                               filename=event.blob_name.rsplit("/", 1)[-1]))
+        erased = self._erased_recently is not None and self._erased_recently(user_id)
+        if erased or self.blobs.etag(self.blobs.uploads_container, event.blob_name) is None:
+            with contextlib.suppress(NotFound):
+                self.results.delete(user_id, result_id)
+            if erased:
+                self._delete_orphan(event)  # uploaded through a grant issued before the erasure
+            return None
+        return self.results.update(user_id, result_id, start_attempt)
 
     def _delete_orphan(self, event: BlobEvent) -> None:
         """The result is gone (deleted, or the account erased): the blob version this event names goes too."""
