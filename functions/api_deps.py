@@ -8,11 +8,10 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from functions.dependencies import get_service
+from functions.dependencies import get_rate_limiter, get_service
 from shared_code.api_keys import key_store_for
 from shared_code.auth import Principal, authenticate
 from shared_code.errors import Forbidden, Unauthorized
-from shared_code.rate_limit import limiter_for
 from shared_code.service import ClassificationService
 from shared_code.settings import Settings, get_settings
 
@@ -41,7 +40,7 @@ def require(scope: str | None, *, user_token: bool = False) -> Any:
 
     def checker(principal: Annotated[Principal, Depends(current_principal)],
                 settings: Annotated[Settings, Depends(get_settings)]) -> Principal:
-        limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"user:{principal.user_id}")
+        get_rate_limiter().check(f"user:{principal.user_id}")
         if scope is not None:
             principal.require(scope)
         if user_token and principal.via_api_key:

@@ -10,11 +10,14 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
+from shared_code.api_keys import key_store_for
 from shared_code.blob_store import BlobStore
 from shared_code.classifier import load_classifier
 from shared_code.identity.erasure import ErasureLog
+from shared_code.identity.shared_limit import CombinedLimiter, Limiter, SharedWindowLimiter
 from shared_code.imaging import ImageLimits
 from shared_code.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
+from shared_code.rate_limit import TokenBucketLimiter
 from shared_code.results_store import ResultsStore, cosmos_client
 from shared_code.service import ClassificationService
 from shared_code.settings import Settings, get_settings
@@ -54,9 +57,33 @@ def get_service() -> ClassificationService:
     return build_service(get_settings())
 
 
+@lru_cache(maxsize=1)
+def get_rate_limiter() -> Limiter:
+    """Per-user limits: the instance's token bucket, and (RATE_LIMIT_SHARED) the count across instances."""
+    settings = get_settings()
+    local = TokenBucketLimiter(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST)
+    if not settings.RATE_LIMIT_SHARED or not local.enabled:
+        return local
+    return CombinedLimiter(local, SharedWindowLimiter(key_store_for(settings).container,
+                                                      settings.RATE_LIMIT_PER_MINUTE))
+
+
+@lru_cache(maxsize=1)
+def get_token_limiter() -> Limiter:
+    """`POST /api/token` per client address, across instances: key guessing is not unlimited."""
+    settings = get_settings()
+    per_minute = settings.TOKEN_RATE_LIMIT_PER_MINUTE
+    local = TokenBucketLimiter(per_minute, max(1, per_minute))
+    if not local.enabled:
+        return local
+    return CombinedLimiter(local, SharedWindowLimiter(key_store_for(settings).container, per_minute, chunk=1))
+
+
 def reset() -> None:
     """Forget cached settings and service (tests, and settings reloads)."""
     get_service.cache_clear()
+    get_rate_limiter.cache_clear()
+    get_token_limiter.cache_clear()
     get_settings.cache_clear()
 
 

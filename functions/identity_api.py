@@ -11,11 +11,12 @@ import json
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from functions.dependencies import get_token_limiter
 from shared_code.account import AccountService
 from shared_code.api_keys import ApiKeyRecord, KeyStore, cosmos_database, grantable_scopes, key_store_for, parse_key
 from shared_code.auth import Principal, issue_token
@@ -109,15 +110,32 @@ def account_service(service: ServiceDep, settings: SettingsDep) -> AccountServic
 KeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
 AccountDep = Annotated[AccountService, Depends(account_service)]
 
+def client_address(request: Request, settings: Settings) -> str:
+    """The caller's address: the front end's X-Forwarded-For entry in Azure, the peer address otherwise.
+
+    Only the last entry is the front end's own; earlier ones are whatever the client sent. Locally there is
+    no front end, so the header (any client may set it) is ignored unless TRUST_FORWARDED_FOR is on.
+    """
+    if settings.TRUST_FORWARDED_FOR:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            host = last.rsplit(":", 1)[0] if last.count(":") == 1 else last  # IPv4:port; IPv6 left whole
+            return host[:64]
+    return request.client.host if request.client else "unknown"
+
+
 # --- routes -------------------------------------------------------------------------------------------
 router = APIRouter(prefix="/api", tags=["identity"])
 
 
 @router.post("/token", responses=error_responses(400, 401, 403, 422, 429, 503))
-async def exchange_api_key(body: TokenRequest, settings: SettingsDep) -> TokenPublic:
+async def exchange_api_key(body: TokenRequest, settings: SettingsDep, request: Request) -> TokenPublic:
     """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
     if settings.AUTH_MODE != "local":
         raise Forbidden("tokens are issued by Entra ID in this deployment")
+    # Per client address first: the key id is the caller's choice, so it alone cannot stop guessing.
+    await run_in_threadpool(get_token_limiter().check, f"ip:{client_address(request, settings)}")
     _, key_id, _ = parse_key(body.api_key)
     limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"key:{key_id}")
     record = await run_in_threadpool(key_store_for(settings).verify, body.api_key)

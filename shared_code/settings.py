@@ -78,6 +78,12 @@ class Settings(BaseSettings):
                                       "writes in flight from before it (longer than functionTimeout).")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
+    RATE_LIMIT_SHARED: bool = Field(default=True, description="Also count RATE_LIMIT_PER_MINUTE across all instances "
+                                    "(Cosmos counters per user and minute in the keys container).")
+    TOKEN_RATE_LIMIT_PER_MINUTE: int = Field(default=30, ge=0, description="POST /api/token requests per client "
+                                             "address per minute, across instances; 0 = off.")
+    TRUST_FORWARDED_FOR: bool = Field(default=False, description="Take the client address from the last "
+                                      "X-Forwarded-For entry (set by the Azure front end); off locally.")
     DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
 
     # --- telemetry ---------------------------------------------------------------------------------------
