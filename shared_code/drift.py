@@ -61,6 +61,8 @@ class DriftThresholds(BaseModel):
     permutations: int = Field(default=2500, ge=20, description="Raised if needed so 1/(P+1) < the per-signal level.")
     embedding_sample: int = Field(default=1000, ge=50, description="Rows per side for the MMD test (O(n^2)).")
     category_sample: int = Field(default=5000, ge=100, description="Rows per side for the label permutation test.")
+    window_sample: int = Field(default=20_000, ge=100, description="Window rows kept in memory (a uniform "
+                               "reservoir); counts and accuracy are still over every row of the window.")
     seed: int = 0
 
     @classmethod
@@ -141,6 +143,41 @@ def row_from_result(item: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(features, Mapping) or any(features.get(name) is None for name in NUMERIC_COLUMNS):
         return None
     return drift_row(features, item.get("predictedLabel"), known_label=item.get("correctedLabel"))
+
+
+class WindowSample:
+    """A uniform sample of at most `cap` rows of a stream (reservoir, Algorithm R), plus exact counts.
+
+    A window of a million results (about 2 KB each) does not fit a monitor instance; the distribution tests
+    already compare samples of a few thousand rows, so a uniform reservoir loses nothing they use, while the
+    row count, the corrections and the accuracy on them are counted exactly over every row.
+    """
+
+    def __init__(self, cap: int, seed: int = 0) -> None:
+        self.cap = cap
+        self.rows: list[dict[str, Any]] = []
+        self.seen = 0
+        self.labelled = 0
+        self.correct = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.seen += 1
+        known = row.get("known_label")
+        if known is not None:
+            self.labelled += 1
+            self.correct += str(row.get("predicted_label") or "") == known
+        if len(self.rows) < self.cap:
+            self.rows.append(row)
+            return
+        slot = int(self._rng.integers(self.seen))
+        if slot < self.cap:
+            self.rows[slot] = row
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(rows seen, correct, labelled) over the whole stream."""
+        return self.seen, self.correct, self.labelled
 
 
 @dataclass(frozen=True)
@@ -240,13 +277,21 @@ def _sample(count: int, cap: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def compute_drift(reference_rows: Sequence[Mapping[str, Any]], current_rows: Sequence[Mapping[str, Any]], *,
-                  thresholds: DriftThresholds | None = None, window_id: str | None = None) -> DriftSummary:
-    """Compare current rows with reference rows; name the signals that moved."""
+                  thresholds: DriftThresholds | None = None, window_id: str | None = None,
+                  current_counts: tuple[int, int, int] | None = None) -> DriftSummary:
+    """Compare current rows with reference rows; name the signals that moved.
+
+    `current_counts` (rows, correct, labelled) of the whole window when `current_rows` is a sample of it
+    (`WindowSample`): the row count, corrections and accuracy are then the window's, not the sample's.
+    """
     limits = thresholds or DriftThresholds()
     started = time.perf_counter()
     ref, cur = _Frame.of(reference_rows), _Frame.of(current_rows)
     correct, labelled = cur.accuracy()
-    base = DriftSummary(reference_rows=len(ref), current_rows=len(cur), corrections=labelled, thresholds=limits,
+    total = len(cur)
+    if current_counts is not None:
+        total, correct, labelled = current_counts
+    base = DriftSummary(reference_rows=len(ref), current_rows=total, corrections=labelled, thresholds=limits,
                         window_id=window_id)
     if len(ref) < limits.min_rows or len(cur) < limits.min_rows:
         base.status = "insufficient_data"
@@ -401,18 +446,19 @@ def _summarise(window: DriftWindow, deps: DriftDependencies
         logger.warning("model %s has no reference profile: drift window %s not compared", card.model_id, window.id)
         return DriftSummary(status="no_reference", thresholds=deps.thresholds, **where), [], []
     reference = profile_rows(profile)
-    current: list[dict[str, Any]] = []
+    sample = WindowSample(deps.thresholds.window_sample, seed=deps.thresholds.seed)
     excluded = 0
-    for item in read_window_rows(deps.results, window):
+    for item in read_window_rows(deps.results, window):  # streamed page by page, never held whole
         row = row_from_result(item)
         served = item.get("model") or {}
         # rows of another model version live in another embedding and label space
         if row is None or served.get("name") != card.name or served.get("version") != card.version:
             excluded += 1
             continue
-        current.append(row)
-    summary = compute_drift(reference, current, thresholds=deps.thresholds, window_id=window.id)
-    return summary.model_copy(update={**where, "excluded_rows": excluded}), reference, current
+        sample.add(row)
+    summary = compute_drift(reference, sample.rows, thresholds=deps.thresholds, window_id=window.id,
+                            current_counts=sample.counts)
+    return summary.model_copy(update={**where, "excluded_rows": excluded}), reference, sample.rows
 
 
 def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary) -> str:
