@@ -110,6 +110,8 @@ class Settings(BaseSettings):
                                     "'--epochs-head 2 --max-images 5000'.")
     RETRAIN_LOOKBACK_DAYS: int = Field(default=30, ge=1, description="Corrections this far back feed a retraining.")
     RETRAIN_MIN_IMAGES: int = Field(default=20, ge=1, description="Fewer corrected uploads than this: no job.")
+    RETRAIN_MAX_CORRECTIONS_PER_USER: int = Field(default=50, ge=0, description="Corrections of one user used in "
+                                                  "one training set (the newest); 0 = no cap.")
     RETRAIN_STALE_MINUTES: int = Field(default=15, ge=1, description="A submission stuck this long is launched again.")
     RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
                                       description="Python with torch for RETRAIN_MODE=local (relative: repo root).")
