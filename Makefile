@@ -19,9 +19,10 @@ venv: .venv/.installed ## Create the app + dev virtual environment
 -include mk/*.mk
 
 .PHONY: lint
-lint: .venv/.installed ## ruff and mypy over the app, tests and tools
+lint: .venv/.installed ## ruff, mypy and the import contracts (pyproject.toml [tool.importlinter])
 	.venv/bin/ruff check .
 	.venv/bin/mypy shared_code functions function_app.py devstack model tests bench tools imgclass_client
+	.venv/bin/lint-imports
 
 .PHONY: test
 # The real-weights model (EfficientNet-Lite0, offline) is exported first: the browser, explanation and retraining

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from shared_code.classifier import available_cores, load_classifier
-from shared_code.pipeline import ClassificationPipeline
+from shared_code.inference.classifier import available_cores, load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
 
 
 def rate(work: Callable[[], int], seconds: float, warmup: int = 3) -> float:

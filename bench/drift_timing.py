@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from shared_code.drift import IMAGE_COLUMNS, DriftThresholds, WindowSample, compute_drift, drift_row
-from shared_code.features import EMBEDDING_DIM
+from shared_code.inference.features import EMBEDDING_DIM
+from shared_code.monitoring.drift import WindowSample, compute_drift, drift_row
+from shared_code.monitoring.summary import IMAGE_COLUMNS, DriftThresholds
 
 
 def synthetic_rows(count: int, seed: int, *, shift: float = 0.0) -> list[dict[str, Any]]:

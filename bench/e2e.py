@@ -181,7 +181,7 @@ def emulators(workdir: Path, *, cosmos_keep_alive: bool = True) -> Iterator[Stac
 
 
 def token_for(values: dict[str, str], user: str) -> str:
-    from shared_code.auth import issue_token  # noqa: PLC0415
+    from shared_code.identity.auth import issue_token  # noqa: PLC0415
     from shared_code.settings import Settings  # noqa: PLC0415
 
     settings = Settings.model_validate({k: v for k, v in values.items() if k in Settings.model_fields})
@@ -332,8 +332,8 @@ def summarise(series: dict[str, dict[str, Series]]) -> dict[str, Any]:
 def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse.Namespace,
                   baseline: HttpTarget | None, rounds: int, blob: bool) -> dict[str, Any]:
     """Throughput and latency of one model's host, interleaved with the pipeline (and the baseline)."""
-    from shared_code.classifier import load_classifier  # noqa: PLC0415
-    from shared_code.pipeline import ClassificationPipeline  # noqa: PLC0415
+    from shared_code.inference.classifier import load_classifier  # noqa: PLC0415
+    from shared_code.inference.pipeline import ClassificationPipeline  # noqa: PLC0415
 
     token = token_for(stack.values, BENCH_USER)
     host = start_host(stack, model, bodies[0], token, blob_poll_s=args.blob_poll_seconds)
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     bodies, photos = photo_bytes(args.photos)
-    from shared_code.classifier import available_cores, load_classifier  # noqa: PLC0415
+    from shared_code.inference.classifier import available_cores, load_classifier  # noqa: PLC0415
 
     card = load_classifier(args.int8).card
     result: dict[str, Any] = {

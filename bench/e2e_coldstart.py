@@ -63,14 +63,14 @@ def run(image: Path, *, http: bool, model: str | None) -> dict[str, Any]:
     import function_app  # noqa: PLC0415 - the phase being measured
 
     marks.append(("imports", time.perf_counter()))
-    from shared_code.classifier import load_classifier  # noqa: PLC0415 - already imported by function_app
-    from shared_code.pipeline import ClassificationPipeline  # noqa: PLC0415
+    from shared_code.inference.classifier import load_classifier  # noqa: PLC0415 - already imported by function_app
+    from shared_code.inference.pipeline import ClassificationPipeline  # noqa: PLC0415
 
     data = image.read_bytes()
     result: dict[str, Any] = {}
     if http:
         from functions.dependencies import get_service  # noqa: PLC0415
-        from shared_code.auth import issue_token  # noqa: PLC0415
+        from shared_code.identity.auth import issue_token  # noqa: PLC0415
         from shared_code.settings import get_settings  # noqa: PLC0415
 
         settings = get_settings()

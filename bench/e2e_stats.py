@@ -1,6 +1,6 @@
 """Pure helpers of the end-to-end benchmark: latency percentiles, rates over interleaved rounds, JSON shape.
 
-No timing, no I/O: `tests/unit/test_bench_e2e.py` checks these directly.
+No timing, no I/O: `tests/unit/bench/test_bench_e2e.py` checks these directly.
 """
 
 from __future__ import annotations

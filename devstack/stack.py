@@ -134,7 +134,7 @@ def provision(values: dict[str, str], ports: StackPorts) -> list[str]:
     from azure.cosmos import CosmosClient  # noqa: PLC0415
     from azure.storage.blob import BlobServiceClient, CorsRule  # noqa: PLC0415
 
-    from shared_code.results_store import ensure_container  # noqa: PLC0415
+    from shared_code.cosmos import ensure_container  # noqa: PLC0415
     from shared_code.settings import Settings  # noqa: PLC0415
 
     created = []

@@ -8,12 +8,9 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from functions.dependencies import get_rate_limiter, get_service
-from shared_code.api_keys import key_store_for
-from shared_code.auth import Principal, authenticate
+from functions.dependencies import ComponentsDep, RateLimiterDep, SettingsDep
 from shared_code.errors import Forbidden, Unauthorized
-from shared_code.service import ClassificationService
-from shared_code.settings import Settings, get_settings
+from shared_code.identity.auth import Principal, authenticate
 
 bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` or `POST /api/token` locally, "
                                                   "Entra ID in Azure")
@@ -21,12 +18,14 @@ bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` o
 
 def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
+    components: ComponentsDep,
 ) -> Principal:
     header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     principal = authenticate(settings, header)
-    # Tokens exchanged for an API key die with the key: a cached point read per key (see api_keys).
-    if principal.key_id is not None and not key_store_for(settings).is_active(principal.user_id, principal.key_id):
+    # Tokens exchanged for an API key die with the key: a cached point read per key (see api_keys). The key
+    # store is asked for only then: building it connects to Cosmos, which a plain user token never needs.
+    if principal.key_id is not None and not components.keys.is_active(principal.user_id, principal.key_id):
         raise Unauthorized("the API key this token was issued for has been revoked")
     return principal
 
@@ -39,8 +38,8 @@ def require(scope: str | None, *, user_token: bool = False) -> Any:
     """
 
     def checker(principal: Annotated[Principal, Depends(current_principal)],
-                settings: Annotated[Settings, Depends(get_settings)]) -> Principal:
-        get_rate_limiter().check(f"user:{principal.user_id}")
+                limiter: RateLimiterDep) -> Principal:
+        limiter.check(f"user:{principal.user_id}")
         if scope is not None:
             principal.require(scope)
         if user_token and principal.via_api_key:
@@ -86,6 +85,4 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-ServiceDep = Annotated[ClassificationService, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 AUTH_ERRORS = error_responses(401, 403, 422, 429, 503)

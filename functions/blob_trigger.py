@@ -7,7 +7,7 @@ import logging
 import azure.functions as func
 
 from functions.dependencies import get_service
-from shared_code.service import BlobEvent
+from shared_code.results.service import BlobEvent
 
 logger = logging.getLogger(__name__)
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]

@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from functions.dependencies import get_service
-from functions.drift_api import drift_dependencies, run_owner
-from functions.models_api import retraining_dependencies
-from shared_code.drift import DriftRun, run_drift_window
-from shared_code.drift_window import parse_timestamp, windows_to_run
-from shared_code.retraining import drift_hook, sweep
-from shared_code.settings import get_settings
+from functions.dependencies import get_components
+from functions.drift_api import run_owner
+from shared_code.monitoring.drift import DriftRun, run_drift_window
+from shared_code.monitoring.window import parse_timestamp, windows_to_run
+from shared_code.retraining.submission import drift_hook, sweep
 
 logger = logging.getLogger(__name__)
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -22,7 +20,8 @@ blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
 
 def run_due_windows(*, past_due: bool, last_run: str | None, now: datetime | None = None) -> list[DriftRun]:
     """Run the last complete window, and after a missed schedule every window since the last run."""
-    settings = get_settings()
+    components = get_components()
+    settings = components.settings
     moment = now or datetime.now(UTC)
     missed_since = parse_timestamp(last_run) if past_due else None
     if past_due:
@@ -30,12 +29,11 @@ def run_due_windows(*, past_due: bool, last_run: str | None, now: datetime | Non
         logger.warning("drift timer is past due (last run %s); catching up", last_run or "unknown")
         if missed_since is None:
             missed_since = moment - timedelta(hours=2 * settings.DRIFT_WINDOW_HOURS)
-    service = get_service()
-    deps = drift_dependencies(settings, service)
+    deps = components.drift_dependencies()
     retraining = None
     if settings.RETRAIN_MODE != "off":
         try:
-            retraining = retraining_dependencies(settings, service)
+            retraining = components.retraining_dependencies()
         except Exception:  # a retraining misconfiguration must not stop drift monitoring
             logger.exception("retraining is on (RETRAIN_MODE=%s) but cannot be wired; drift runs without it",
                              settings.RETRAIN_MODE)

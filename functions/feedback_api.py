@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, error_responses, require
-from shared_code.auth import Principal
-from shared_code.feedback import record_feedback
-from shared_code.service import ClassificationService
+from functions.api_deps import AUTH_ERRORS, error_responses, require
+from functions.dependencies import ServiceDep
+from shared_code.identity.auth import Principal
+from shared_code.results.feedback import record_feedback
+from shared_code.results.service import ClassificationService
 
 
 class FeedbackCreate(BaseModel):

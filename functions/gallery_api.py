@@ -26,17 +26,18 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from functions.api_deps import AUTH_ERRORS, ErrorBody, ServiceDep, SettingsDep, error_responses, require
+from functions.api_deps import AUTH_ERRORS, ErrorBody, error_responses, require
+from functions.dependencies import ServiceDep, SettingsDep
 from functions.request_body import read_limited, upload_chunks
-from shared_code.auth import Principal
-from shared_code.blob_store import BlobStream, safe_user_id
 from shared_code.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shared_code.explain import Explanation, explain_image
-from shared_code.export_zip import attachment_name, export_zip
-from shared_code.gallery import class_counts, done_results
-from shared_code.imaging import sniff_format
-from shared_code.results_store import ModelRef, ResultDocument
-from shared_code.service import ClassificationService
+from shared_code.identity.auth import Principal
+from shared_code.inference.explain import Explanation, explain_image
+from shared_code.inference.imaging import sniff_format
+from shared_code.results.blob_store import BlobStream, safe_user_id
+from shared_code.results.export_zip import attachment_name, export_zip
+from shared_code.results.gallery import class_counts, done_results
+from shared_code.results.service import ClassificationService
+from shared_code.results.store import ModelRef, ResultDocument
 from shared_code.settings import Settings
 
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -13,8 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
+from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.body_limits import BodyLimits, RequestBodyLimits
+from functions.dependencies import ServiceDep, SettingsDep
 from functions.drift_api import drift_router
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
@@ -23,10 +24,10 @@ from functions.identity_api import router as identity_router
 from functions.models_api import models_router, retraining_router
 from functions.request_body import read_limited, upload_chunks
 from functions.web_ui import web_router
-from shared_code.auth import Principal
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared_code.results_store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
-from shared_code.service import UploadedFile
+from shared_code.identity.auth import Principal
+from shared_code.results.service import UploadedFile
+from shared_code.results.store import ErrorInfo, ModelRef, PredictionOut, ResultDocument, ResultStatus
 from shared_code.settings import Settings, get_settings
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")

@@ -15,19 +15,20 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
-from functions.dependencies import get_token_limiter
-from shared_code.account import AccountService
-from shared_code.api_keys import ApiKeyRecord, KeyStore, cosmos_database, grantable_scopes, key_store_for, parse_key
-from shared_code.auth import Principal, issue_token
+from functions.api_deps import AUTH_ERRORS, error_responses, require
+from functions.dependencies import AccountDep, ComponentsDep, RateLimiterDep, SettingsDep, TokenLimiterDep
 from shared_code.errors import Forbidden, NotFound
-from shared_code.identity.erasure import ErasureLog
-from shared_code.rate_limit import limiter_for
-from shared_code.settings import Settings, get_settings
+from shared_code.identity.api_keys import (
+    ApiKeyRecord,
+    KeyStore,
+    grantable_scopes,
+    parse_key,
+)
+from shared_code.identity.auth import Principal, issue_token
+from shared_code.settings import Settings
 
 Scope = Literal["classify", "results:read", "results:write", "admin"]
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-FEEDBACK_CONTAINER = "feedback"
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -91,24 +92,15 @@ def key_public(record: ApiKeyRecord) -> ApiKeyPublic:
 
 
 # --- dependencies -------------------------------------------------------------------------------------
-def local_key_store(settings: Annotated[Settings, Depends(get_settings)]) -> KeyStore:
+def local_key_store(settings: SettingsDep, components: ComponentsDep) -> KeyStore:
     """API keys exist only where the service issues tokens itself; with Entra ID, use its credentials."""
-    if settings.AUTH_MODE != "local":
+    if settings.AUTH_MODE != "local":  # checked before the store is built: that connects to Cosmos
         raise Forbidden("API keys are not used with AUTH_MODE=entra: use Entra ID client credentials")
-    return key_store_for(settings)
+    return components.keys
 
 
-def account_service(service: ServiceDep, settings: SettingsDep) -> AccountService:
-    database = cosmos_database(settings.COSMOS_ENDPOINT, settings.COSMOS_KEY, settings.COSMOS_VERIFY_TLS,
-                               settings.AZURE_CLIENT_ID, settings.COSMOS_DATABASE)
-    feedback = database.get_container_client(FEEDBACK_CONTAINER)  # absent containers count as empty
-    keys = key_store_for(settings)
-    erasures = ErasureLog(keys.container, hold_s=settings.ERASURE_HOLD_SECONDS)
-    return AccountService(service.results, service.blobs, keys, feedback, erasures)
+LocalKeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
 
-
-KeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
-AccountDep = Annotated[AccountService, Depends(account_service)]
 
 def client_address(request: Request, settings: Settings) -> str:
     """The caller's address: the front end's X-Forwarded-For entry in Azure, the peer address otherwise.
@@ -130,15 +122,16 @@ router = APIRouter(prefix="/api", tags=["identity"])
 
 
 @router.post("/token", responses=error_responses(400, 401, 403, 422, 429, 503))
-async def exchange_api_key(body: TokenRequest, settings: SettingsDep, request: Request) -> TokenPublic:
+async def exchange_api_key(body: TokenRequest, settings: SettingsDep, components: ComponentsDep,
+                           limiter: RateLimiterDep, per_client: TokenLimiterDep, request: Request) -> TokenPublic:
     """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
     if settings.AUTH_MODE != "local":
         raise Forbidden("tokens are issued by Entra ID in this deployment")
     # Per client address first: the key id is the caller's choice, so it alone cannot stop guessing.
-    await run_in_threadpool(get_token_limiter().check, f"ip:{client_address(request, settings)}")
+    await run_in_threadpool(per_client.check, f"ip:{client_address(request, settings)}")
     _, key_id, _ = parse_key(body.api_key)
-    limiter_for(settings.RATE_LIMIT_PER_MINUTE, settings.RATE_LIMIT_BURST).check(f"key:{key_id}")
-    record = await run_in_threadpool(key_store_for(settings).verify, body.api_key)
+    limiter.check(f"key:{key_id}")
+    record = await run_in_threadpool(components.keys.verify, body.api_key)
     minutes = settings.API_KEY_TOKEN_MINUTES
     scopes = tuple(record.scopes)
     token = issue_token(settings, record.user_id, scopes, minutes, key_id=record.id)
@@ -146,7 +139,7 @@ async def exchange_api_key(body: TokenRequest, settings: SettingsDep, request: R
 
 
 @router.post("/keys", status_code=201, responses={**AUTH_ERRORS, **error_responses(400)})
-async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: LocalKeyStoreDep,
                          body: ApiKeyCreate) -> ApiKeyCreated:
     """Create an API key; the response is the only time its secret is shown."""
     scopes = grantable_scopes(principal, body.scopes)
@@ -156,14 +149,14 @@ async def create_api_key(principal: Annotated[Principal, require(None, user_toke
 
 @router.get("/keys", responses=AUTH_ERRORS)
 async def list_api_keys(principal: Annotated[Principal, require(None, user_token=True)],
-                        keys: KeyStoreDep) -> ApiKeyList:
+                        keys: LocalKeyStoreDep) -> ApiKeyList:
     """The caller's API keys, without secrets."""
     records = await run_in_threadpool(keys.list, principal.user_id)
     return ApiKeyList(items=[key_public(record) for record in records])
 
 
 @router.delete("/keys/{key_id}", status_code=204, responses={**AUTH_ERRORS, **error_responses(404)})
-async def revoke_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: KeyStoreDep,
+async def revoke_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: LocalKeyStoreDep,
                          key_id: Annotated[str, Path(max_length=64)]) -> None:
     """Revoke one of the caller's keys: new exchanges fail at once, its tokens within 30 s on every instance."""
     if not _KEY_ID.fullmatch(key_id):

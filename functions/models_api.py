@@ -10,30 +10,23 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, error_responses, require
-from functions.drift_api import WINDOW_KEY_PATTERN, drift_store_for
-from shared_code.auth import Principal
-from shared_code.drift_window import last_complete_window, parse_window
+from functions.api_deps import AUTH_ERRORS, error_responses, require
+from functions.dependencies import ComponentsDep, ServiceDep, SettingsDep
+from functions.drift_api import WINDOW_KEY_PATTERN
+from shared_code.composition import Components
 from shared_code.errors import NotFound
-from shared_code.model_card import CARD_SUFFIX, ModelCard
-from shared_code.retraining import (
-    RetrainingDependencies,
-    RetrainingStore,
-    dependencies_from_settings,
+from shared_code.identity.auth import Principal
+from shared_code.inference.model_card import CARD_SUFFIX, ModelCard
+from shared_code.monitoring.window import last_complete_window, parse_window
+from shared_code.results.service import ClassificationService
+from shared_code.retraining.submission import (
     public_record,
     submit_retraining,
     sweep,
 )
-from shared_code.service import ClassificationService
-from shared_code.settings import Settings
 
 MAX_VERSIONS = 100
 EVALUATION_FILE = "evaluation.json"
-
-
-def retraining_dependencies(settings: Settings, service: ClassificationService) -> RetrainingDependencies:
-    """Submission wiring from the worker's service; the records live in the drift container."""
-    return dependencies_from_settings(settings, service, drift_container=drift_store_for(settings).container)
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -153,14 +146,11 @@ def _record_public(record: dict[str, Any]) -> RetrainingRecordPublic:
     return RetrainingRecordPublic.model_validate(public_record(record))
 
 
-def _list(settings: Settings, service: ClassificationService, limit: int, update: bool) -> RetrainingList:
-    store = drift_store_for(settings)
-    if update and settings.RETRAIN_MODE != "off":
-        deps = retraining_dependencies(settings, service)
-        sweep(deps)  # re-launches stale submissions and refreshes the in-flight ones of this launcher
-        records = deps.store.list_records(limit)
-    else:
-        records = RetrainingStore(store.container).list_records(limit)
+def _list(components: Components, limit: int, update: bool) -> RetrainingList:
+    if update and components.settings.RETRAIN_MODE != "off":
+        # re-launches stale submissions and refreshes the in-flight ones of this launcher
+        sweep(components.retraining_dependencies())
+    records = components.retraining_store.list_records(limit)
     return RetrainingList(items=[_record_public(record) for record in records])
 
 
@@ -168,34 +158,34 @@ retraining_router = APIRouter(prefix="/api/retraining", tags=["retraining"])
 
 
 @retraining_router.get("", responses={**AUTH_ERRORS})
-async def list_retraining(settings: SettingsDep, service: ServiceDep, _: Annotated[Principal, require("admin")],
+async def list_retraining(components: ComponentsDep, _: Annotated[Principal, require("admin")],
                           limit: Annotated[int, Query(ge=1, le=500)] = 50,
                           refresh: Annotated[bool, Query(description="Ask the launcher about jobs in flight, "
                                                                      "and re-launch stale submissions")] = False,
                           ) -> RetrainingList:
     """Retraining submissions, newest window first."""
-    return await run_in_threadpool(_list, settings, service, limit, refresh)
+    return await run_in_threadpool(_list, components, limit, refresh)
 
 
 @retraining_router.get("/{window_key}", responses={**AUTH_ERRORS, **error_responses(404)})
-async def get_retraining(window_key: WindowKey, settings: SettingsDep,
+async def get_retraining(window_key: WindowKey, components: ComponentsDep,
                          _: Annotated[Principal, require("admin")]) -> RetrainingRecordPublic:
     """One window's retraining submission."""
-    record = await run_in_threadpool(RetrainingStore(drift_store_for(settings).container).get, window_key)
+    record = await run_in_threadpool(components.retraining_store.get, window_key)
     if record is None:
         raise NotFound(f"no retraining for window {window_key}")
     return _record_public(record)
 
 
 @retraining_router.post("/run", responses={**AUTH_ERRORS, **error_responses(400)})
-async def run_retraining(body: RetrainingRunCreate, settings: SettingsDep, service: ServiceDep,
+async def run_retraining(body: RetrainingRunCreate, settings: SettingsDep, components: ComponentsDep,
                          principal: Annotated[Principal, require("admin")]) -> RetrainingRunPublic:
     """Submit a window's retraining now (once per window; `force` starts a new attempt after a finished one)."""
     window = parse_window(body.window) if body.window else last_complete_window(
         datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
 
     def submit() -> RetrainingRunPublic:
-        submission = submit_retraining(window, retraining_dependencies(settings, service),
+        submission = submit_retraining(window, components.retraining_dependencies(),
                                        reason=f"requested by {principal.user_id}", force=body.force)
         return RetrainingRunPublic(launched=submission.launched, record=_record_public(submission.record))
 

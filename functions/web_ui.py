@@ -21,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
-from functions.api_deps import AUTH_ERRORS, ServiceDep, SettingsDep, require
-from shared_code.auth import Principal
+from functions.api_deps import AUTH_ERRORS, require
+from functions.dependencies import ServiceDep, SettingsDep
 from shared_code.errors import NotFound
-from shared_code.results_store import ModelRef
+from shared_code.identity.auth import Principal
+from shared_code.results.store import ModelRef
 from shared_code.settings import Settings
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"

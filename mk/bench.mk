@@ -6,4 +6,4 @@ E2E_ARGS ?=
 
 .PHONY: test-bench
 test-bench: .venv/.installed ## Fast tests of the benchmark's statistics, JSON contract and the classify-path import guard
-	$(PY) -m pytest tests/unit/test_bench_e2e.py -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit/bench/test_bench_e2e.py -q -p no:cacheprovider $(PYTEST_ARGS)

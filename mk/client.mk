@@ -13,4 +13,4 @@ test-client: .venv/.installed node_modules/.installed ## CLI client tests agains
 	$(PY) -m pytest tests/integration/test_client_cli.py $(PYTEST_ARGS)
 
 test-gallery: .venv/.installed node_modules/.installed ## Explain (CAM), gallery image/classes and zip export: unit, emulator and real-photo tests
-	$(PY) -m pytest tests/unit/test_explain.py tests/integration/test_gallery_api.py tests/shared/test_explain_real.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit/inference/test_explain.py tests/integration/test_gallery_api.py tests/shared/test_explain_real.py $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ drift-window: .venv/.installed ## Run one drift window on the local stack now: m
 
 .PHONY: test-drift
 test-drift: .venv/.installed ## Drift tests: unit, emulator integration, and the real-photo check (skips without ../shared)
-	$(PY) -m pytest tests/unit/test_drift.py tests/unit/test_drift_stats.py tests/unit/test_drift_window.py \
+	$(PY) -m pytest tests/unit/monitoring/test_drift.py tests/unit/monitoring/test_drift_stats.py tests/unit/monitoring/test_drift_window.py \
 	  tests/integration/test_drift_flow.py tests/shared/test_drift_real.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ROWS ?= 100000

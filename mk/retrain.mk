@@ -4,7 +4,7 @@
 API_URL ?= http://127.0.0.1:7071/api
 WINDOW ?=
 FORCE ?=
-RETRAIN_TESTS = tests/unit/test_retraining.py tests/unit/test_azureml_job.py tests/integration/test_retraining_flow.py
+RETRAIN_TESTS = tests/unit/retraining/test_retraining.py tests/unit/retraining/test_azureml_job.py tests/integration/test_retraining_flow.py
 
 .PHONY: retrain
 retrain: .venv/.installed ## Submit a window's retraining on the running stack (make up): make retrain [WINDOW=key|id FORCE=1]
@@ -24,7 +24,7 @@ models: .venv/.installed ## Served, promoted and published model versions on the
 
 .PHONY: retrain-job-yaml
 retrain-job-yaml: .venv/.installed ## The Azure ML retraining job as YAML, offline -> .run/retraining-job/job.yml [WINDOW=key]
-	$(PY) -m shared_code.azureml_job dump $(if $(WINDOW),--window "$(WINDOW)")
+	$(PY) -m shared_code.cli retrain-job-yaml $(if $(WINDOW),--window "$(WINDOW)")
 
 .PHONY: test-retraining
 test-retraining: .venv/.installed node_modules/.installed ## Retraining tests: unit, emulator flow (add the e2e with E2E=1)

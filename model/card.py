@@ -26,7 +26,7 @@ from model.imagenet import (
     imagenet_labels,
     resize_for_crop,
 )
-from shared_code.model_card import CARD_SUFFIX, ModelCard, card_path_for, load_card, save_card, sha256_of
+from shared_code.inference.model_card import CARD_SUFFIX, ModelCard, card_path_for, load_card, save_card, sha256_of
 
 # Ops that only appear in quantized graphs; their presence marks the card's precision as int8.
 _QUANTIZED_OPS = {"QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "MatMulInteger",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from shared_code.imaging import decode_image
+from shared_code.inference.imaging import decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 LABELS_CSV = "labels.csv"

@@ -21,9 +21,9 @@ import numpy as np
 
 from model.card import ensure_card
 from model.dataset import LabelledImage, labelled_images
-from shared_code.classifier import Classifier, load_classifier
-from shared_code.pipeline import ClassificationPipeline
-from shared_code.preprocess import preprocess_batch
+from shared_code.inference.classifier import Classifier, load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.inference.preprocess import preprocess_batch
 
 BATCH_SIZE = 16
 

@@ -27,9 +27,9 @@ from torchvision.models import ResNet50_Weights
 from model.architectures import ARCHITECTURES, BuiltModel, WeightsChoice, build_model
 from model.dataset import image_files, load_rgb
 from model.imagenet import IMAGENET_LABELS_FILE
-from shared_code.classifier import load_classifier
-from shared_code.model_card import ModelCard, save_card, sha256_of
-from shared_code.preprocess import preprocess_batch
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.model_card import ModelCard, save_card, sha256_of
+from shared_code.inference.preprocess import preprocess_batch
 
 OPSET = 17
 INPUT_NAME, LOGITS_NAME, FEATURES_NAME = "input", "logits", "features"

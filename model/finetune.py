@@ -23,7 +23,7 @@ from torch import nn
 from model.architectures import BuiltModel, top_modules
 from model.metrics_log import MetricsLog
 from model.training_data import Sample, TrainingImages, validation_batches
-from shared_code.model_card import ModelCard
+from shared_code.inference.model_card import ModelCard
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from shared_code.model_card import IMAGENET_MEAN, IMAGENET_STD
+from shared_code.inference.model_card import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_LABELS_FILE = Path(__file__).resolve().parents[1] / "shared_code" / "imagenet_labels.txt"
+IMAGENET_LABELS_FILE = Path(__file__).resolve().parents[1] / "shared_code" / "inference" / "imagenet_labels.txt"
 IMAGENET_CLASSES = 1000
 STANDARD_RESIZE = 256
 STANDARD_CROP = 224

@@ -1,6 +1,6 @@
 """Export a fine-tuned candidate, measure it and the current model on the same held-out split, promote, publish.
 
-Everything measured here goes through the exported ONNX and `shared_code.pipeline.ClassificationPipeline`
+Everything measured here goes through the exported ONNX and `shared_code.inference.pipeline.ClassificationPipeline`
 (serving decode, card preprocessing, ONNX Runtime), so the accuracy compared is the accuracy serving gives.
 
 A version folder (`<out>/<name>/<version>/`, the same layout as the `models` container) holds:
@@ -46,15 +46,16 @@ from model.export import (
     write_classifier_weights,
 )
 from model.training_data import Sample, load_image
-from shared_code.classifier import load_classifier
-from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row
 from shared_code.errors import ImageRejected
-from shared_code.model_card import CARD_SUFFIX, ModelCard, load_card, save_card
-from shared_code.pipeline import ClassificationPipeline
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.model_card import CARD_SUFFIX, ModelCard, load_card, save_card
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.monitoring.drift import build_reference_profile, drift_row
+from shared_code.monitoring.summary import PROFILE_FILE
 
 WEIGHTS_FILE = "weights.pt"
 EVALUATION_FILE = "evaluation.json"
-LATEST_POINTER = "latest.json"  # same name as shared_code.model_repository.LATEST_POINTER
+LATEST_POINTER = "latest.json"  # same name as shared_code.inference.model_repository.LATEST_POINTER
 CHECKPOINT_FORMAT = "imgclass.finetune-checkpoint/1"
 DENSE_CONFUSION_MAX_CLASSES = 100
 BATCH = 16
@@ -193,7 +194,7 @@ def majority_baseline(train: Sequence[Sample], validation: Sequence[Sample], lab
 
 
 def write_reference_profile(card_path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """reference_profile.json beside the card (named relative to it, as shared_code.drift resolves it)."""
+    """reference_profile.json beside the card (named relative to it, as shared_code.monitoring.drift resolves it)."""
     card, _ = load_card(card_path)
     profile = build_reference_profile(rows, model=card)
     target = card_path.parent / PROFILE_FILE
@@ -276,7 +277,7 @@ class Publisher:
     def __init__(self, service: Any, container: str) -> None:
         from azure.core.exceptions import ResourceExistsError  # noqa: PLC0415
 
-        from shared_code.model_repository import BlobModelRepository  # noqa: PLC0415
+        from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
 
         self.cache = Path(tempfile.mkdtemp(prefix="imgclass-train-models-"))
         self.repository = BlobModelRepository(service, container, self.cache)

@@ -3,7 +3,7 @@
     python -m model.quantize CARD_OR_ONNX --calib DIR [--n 100] [--eval DIR]
 
 Static QDQ quantization (per-channel 7-bit signed weights, unsigned activations, MinMax calibration) on
-images preprocessed exactly as serving does (`shared_code.preprocess`, driven by the card); dynamic
+images preprocessed exactly as serving does (`shared_code.inference.preprocess`, driven by the card); dynamic
 quantization when static fails. Writes a new version beside the source (or under --out) with its card.
 Why these defaults: docs/model.md (measured on an AVX2 CPU without VNNI).
 """
@@ -35,8 +35,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from model.card import ensure_card
 from model.dataset import image_files, load_rgb
-from shared_code.model_card import ModelCard, load_card, save_card, sha256_of
-from shared_code.preprocess import preprocess_batch
+from shared_code.inference.model_card import ModelCard, load_card, save_card, sha256_of
+from shared_code.inference.preprocess import preprocess_batch
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from model.training_data import (
     load_samples,
     stratified_split,
 )
-from shared_code.model_card import ModelCard, load_card, save_card
+from shared_code.inference.model_card import ModelCard, load_card, save_card
 
 DEFAULT_BASE = Path("model/artifacts/current.card.json")
 DEFAULT_OUT = Path("model/artifacts")

@@ -1,8 +1,8 @@
 """Labelled training data: a folder of class subfolders or a CSV of path,label rows, split and augmented.
 
-Images are decoded with the serving decoder (`shared_code.imaging.decode_image`, the same JPEG draft rule as
+Images are decoded with the serving decoder (`shared_code.inference.imaging.decode_image`, the same JPEG draft rule as
 `ClassificationPipeline.decode`), so EXIF orientation, palette and alpha handling match what serving sees.
-Validation batches use exactly the serving preprocessing (`shared_code.preprocess.preprocess_batch`, from the
+Validation batches use exactly the serving preprocessing (`shared_code.inference.preprocess.preprocess_batch`, from the
 card); training batches add RandomResizedCrop(crop, scale=(0.6, 1)), a horizontal flip and a light colour
 jitter on top of the card's mean/std.
 """
@@ -22,9 +22,9 @@ from PIL import Image
 from torchvision import transforms
 
 from model.dataset import IMAGE_SUFFIXES, image_files
-from shared_code.imaging import decode_image
-from shared_code.model_card import ModelCard
-from shared_code.preprocess import preprocess_batch
+from shared_code.inference.imaging import decode_image
+from shared_code.inference.model_card import ModelCard
+from shared_code.inference.preprocess import preprocess_batch
 
 PATH_COLUMNS = ("path", "filename", "file")
 LABEL_COLUMN = "label"

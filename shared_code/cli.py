@@ -1,7 +1,9 @@
-"""Command line for humans: classify files or folders, and print a development token.
+"""The command-line entry: classify files, print a development token, and the retraining processes.
 
     python -m shared_code.cli classify photos/ cat.jpg --model model/artifacts/current.card.json --top-k 3
     python -m shared_code.cli token --user alice
+    python -m shared_code.cli retrain-run <job folder>      # the local launcher's detached runner
+    python -m shared_code.cli retrain-job-yaml [--window K]  # a window's Azure ML job as YAML (nothing submitted)
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shared_code.blob_store import ALLOWED_EXTENSIONS
-from shared_code.classifier import load_classifier
 from shared_code.errors import ImageRejected, ServiceError
-from shared_code.pipeline import ClassificationPipeline
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.results.blob_store import ALLOWED_EXTENSIONS
 from shared_code.settings import SettingsError, apply_local_settings_file, load_settings
 
 
@@ -58,12 +60,48 @@ def classify_command(args: argparse.Namespace) -> int:
 
 
 def token_command(args: argparse.Namespace) -> int:
-    from shared_code.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token  # noqa: PLC0415
+    from shared_code.identity.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token  # noqa: PLC0415
 
     apply_local_settings_file(args.settings)
     settings = load_settings()
     scopes = ALL_SCOPES if args.admin else DEFAULT_USER_SCOPES
     print(issue_token(settings, args.user, scopes, args.minutes))
+    return 0
+
+
+def retrain_run_command(args: argparse.Namespace) -> int:
+    """Train one job folder written by LocalLauncher (the detached runner it starts)."""
+    import logging  # noqa: PLC0415
+
+    from shared_code.composition import Components  # noqa: PLC0415
+    from shared_code.retraining.local import run  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    components = Components(settings)
+    uploads = components.blobs.service.get_container_client(settings.UPLOADS_CONTAINER)
+    outcome = run(args.work, settings, components.retraining_store, uploads)
+    return 0 if outcome["record"]["status"] == "succeeded" else 1
+
+
+def retrain_job_yaml_command(args: argparse.Namespace) -> int:
+    """Print (and write to --work/job.yml) the Azure ML job one window's retraining would submit."""
+    from shared_code.composition import azureml_config  # noqa: PLC0415
+    from shared_code.retraining.azureml import build_job, job_yaml  # noqa: PLC0415
+    from shared_code.retraining.spec import TrainingSpec, job_name, manifest_blob_name  # noqa: PLC0415
+
+    apply_local_settings_file(args.settings)
+    settings = load_settings()
+    config = azureml_config(settings)
+    name = args.name or settings.MODEL_NAME or "model"
+    job = job_name(args.window, 1)
+    spec = TrainingSpec(job_name=job, window_key=args.window, window_id=args.window, model_name=name,
+                        version=args.version, base_version=args.base_version, base_card="",
+                        task=settings.RETRAIN_TASK, examples=(), manifest_blob=manifest_blob_name(job),
+                        tags={"window": args.window, "base_model": f"{name}:{args.base_version}"})
+    text = job_yaml(build_job(spec, config, work=args.work.resolve()))
+    (args.work / "job.yml").write_text(text, encoding="utf-8")
+    print(text, end="")
     return 0
 
 
@@ -83,6 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--minutes", type=int, default=None)
     token.add_argument("--settings", default="local.settings.json")
     token.set_defaults(handler=token_command)
+    retrain_run = commands.add_parser("retrain-run", help="train one local job folder (started by LocalLauncher)")
+    retrain_run.add_argument("work", type=Path)
+    retrain_run.set_defaults(handler=retrain_run_command)
+    job_yaml = commands.add_parser("retrain-job-yaml", help="a window's Azure ML retraining job as YAML, offline")
+    job_yaml.add_argument("--window", default="20260101T0000Z-PT24H", help="window key")
+    job_yaml.add_argument("--name", help="model name (default: MODEL_NAME)")
+    job_yaml.add_argument("--base-version", default="1")
+    job_yaml.add_argument("--version", default="2")
+    job_yaml.add_argument("--settings", default="local.settings.json", help="settings file read if present")
+    job_yaml.add_argument("--work", type=Path, default=Path(".run/retraining-job"),
+                          help="where the staged code and conda file go (the YAML names them)")
+    job_yaml.set_defaults(handler=retrain_job_yaml_command)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

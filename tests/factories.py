@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from shared_code.model_card import ModelCard, save_card, sha256_of
+from shared_code.inference.model_card import ModelCard, save_card, sha256_of
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_PHOTOS = SHARED / "imagenet-sample"
@@ -93,10 +93,11 @@ def make_profiled_tiny_model(profiler_folder: Path, model_folder: Path, *, versi
     Classifiers are cached per file, so the profile is made with an identical copy in `profiler_folder` and
     the served copy loads only its final card.
     """
-    from shared_code.classifier import load_classifier  # noqa: PLC0415 - drift helpers only where needed
-    from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row  # noqa: PLC0415
-    from shared_code.model_card import load_card  # noqa: PLC0415
-    from shared_code.pipeline import ClassificationPipeline  # noqa: PLC0415
+    from shared_code.inference.classifier import load_classifier  # noqa: PLC0415 - drift helpers only where needed
+    from shared_code.inference.model_card import load_card  # noqa: PLC0415
+    from shared_code.inference.pipeline import ClassificationPipeline  # noqa: PLC0415
+    from shared_code.monitoring.drift import build_reference_profile, drift_row  # noqa: PLC0415
+    from shared_code.monitoring.summary import PROFILE_FILE  # noqa: PLC0415
 
     profiler = ClassificationPipeline(load_classifier(make_tiny_model(profiler_folder, version=version)))
     card_path = make_tiny_model(model_folder, version=version)

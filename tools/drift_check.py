@@ -26,18 +26,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from shared_code.classifier import load_classifier
-from shared_code.drift import (
-    PROFILE_FILE,
-    DriftSummary,
-    DriftThresholds,
-    build_reference_profile,
-    compute_drift,
-    drift_row,
-)
 from shared_code.errors import ImageRejected
-from shared_code.model_card import ModelCard, load_card
-from shared_code.pipeline import ClassificationPipeline
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.model_card import ModelCard, load_card
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.monitoring.drift import build_reference_profile, compute_drift, drift_row
+from shared_code.monitoring.summary import PROFILE_FILE, DriftSummary, DriftThresholds
 
 DEFAULT_MODEL = Path("model/artifacts/current.card.json")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -174,16 +168,16 @@ def run_window(window: str | None, force: bool) -> dict[str, Any]:
     """Run one drift window against the configured stores (local.settings.json), like the timer does."""
     from datetime import UTC, datetime  # noqa: PLC0415 - only this command needs the stores
 
-    from functions.dependencies import get_service  # noqa: PLC0415
-    from functions.drift_api import drift_dependencies, run_owner  # noqa: PLC0415
-    from shared_code.drift import run_drift_window  # noqa: PLC0415
-    from shared_code.drift_window import last_complete_window, parse_window  # noqa: PLC0415
+    from functions.dependencies import get_components  # noqa: PLC0415
+    from functions.drift_api import run_owner  # noqa: PLC0415
+    from shared_code.monitoring.drift import run_drift_window  # noqa: PLC0415
+    from shared_code.monitoring.window import last_complete_window, parse_window  # noqa: PLC0415
     from shared_code.settings import apply_local_settings_file, get_settings  # noqa: PLC0415
 
     apply_local_settings_file()
     settings = get_settings()
     target = parse_window(window) if window else last_complete_window(datetime.now(UTC), settings.DRIFT_WINDOW_HOURS)
-    run = run_drift_window(target, drift_dependencies(settings, get_service()), owner=f"cli:{run_owner()}",
+    run = run_drift_window(target, get_components().drift_dependencies(), owner=f"cli:{run_owner()}",
                            force=force)
     return {"status": run.status, "reason": run.reason, "window": target.id,
             "summary": run.summary.model_dump(mode="json") if run.summary else None}

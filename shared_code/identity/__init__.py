@@ -1,1 +1,1 @@
-"""Who the caller is and what of theirs exists: tokens, API keys, rate limits, account export and erasure."""
+"""Identity: who calls (JWT modes, API keys), how often (rate limits), and a user's data as a whole (export, erase)."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from azure.cosmos import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from shared_code.results_store import read_or_none, translate_cosmos_error, utc_now
+from shared_code.cosmos import read_or_none, translate_cosmos_error, utc_now
 
 MARKER_ID = "erasure"
 MARKER_TYPE = "erasure"

@@ -19,9 +19,9 @@ from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
-from shared_code.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token
-from shared_code.drift import DriftRun
-from shared_code.results_store import cosmos_client, ensure_container
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.identity.auth import ALL_SCOPES, DEFAULT_USER_SCOPES, issue_token
+from shared_code.monitoring.drift import DriftRun
 from shared_code.settings import get_settings
 from tests.factories import make_tiny_model
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from shared_code.errors import ModelUnavailable
-from shared_code.model_repository import ModelProvider
-from shared_code.results_store import ResultDocument
-from shared_code.service import BlobEvent, ClassificationService
+from shared_code.inference.model_repository import ModelProvider
+from shared_code.results.service import BlobEvent, ClassificationService
+from shared_code.results.store import ResultDocument
 from shared_code.settings import get_settings
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service, deliver, upload
@@ -90,7 +90,7 @@ def test_persistent_failure_ends_failed_and_visible(api: TestClient, app_setting
             broken.process_blob(event)  # transient: raised so that the host redelivers
         assert api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()["status"] == "pending"
     final = broken.process_blob(event)  # last attempt: recorded as failed, not raised
-    assert final.status == "failed"
+    assert final is not None and final.status == "failed"
     result = api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()
     assert result["status"] == "failed" and "3 attempts" in result["error"]["message"]
 

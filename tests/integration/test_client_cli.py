@@ -23,8 +23,8 @@ from azure.storage.blob import BlobServiceClient
 
 from devstack.emulators import start_azurite
 from devstack.processes import ManagedProcess, free_port, start_background
-from shared_code.auth import DEFAULT_USER_SCOPES, issue_token
-from shared_code.results_store import cosmos_client, ensure_container
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.identity.auth import DEFAULT_USER_SCOPES, issue_token
 from shared_code.settings import get_settings
 from tests.factories import image_bytes, make_tiny_model
 

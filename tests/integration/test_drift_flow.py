@@ -14,13 +14,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from functions import dependencies
-from functions.drift_api import drift_router, drift_store_for
+from functions.drift_api import drift_router
 from functions.drift_timer import drift_check, run_due_windows
 from functions.errors import install_error_handlers
 from functions.feedback_api import feedback_router
-from shared_code.drift_store import DriftStore, report_blob_name
-from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.service import UploadedFile
+from shared_code.monitoring.store import DriftStore, report_blob_name
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.results.service import UploadedFile
 from shared_code.settings import get_settings
 from tests.factories import make_profiled_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
@@ -52,7 +52,7 @@ def dark_window(drift_model: Path) -> DriftWindow:
 
 
 def _store() -> DriftStore:
-    return drift_store_for(get_settings())
+    return dependencies.get_components().drift_store
 
 
 def test_timer_runs_each_window_once_however_many_instances_fire(dark_window: DriftWindow) -> None:

@@ -27,10 +27,11 @@ from devstack.faults import (
     uninstall,
 )
 from functions import dependencies
-from shared_code.blob_store import BlobStore
+from shared_code.cosmos import cosmos_client, ensure_container
 from shared_code.errors import TransientError
-from shared_code.results_store import ResultDocument, ResultsStore, cosmos_client, ensure_container
-from shared_code.service import BlobEvent
+from shared_code.results.blob_store import BlobStore
+from shared_code.results.service import BlobEvent
+from shared_code.results.store import ResultDocument, ResultsStore
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service
 from tools.fault_test import FaultTestConfig, passed, run
@@ -175,7 +176,7 @@ def test_duplicate_and_out_of_order_events_leave_one_result_for_the_newest_conte
     service.process_blob(new)
     service.process_blob(new)  # duplicate delivery
     late = service.process_blob(old)  # the older version's event arrives last
-    assert late.blob_etag == new.etag
+    assert late is not None and late.blob_etag == new.etag
     documents = list(service.results.container.query_items(
         "SELECT * FROM c WHERE c.userId = @u", parameters=[{"name": "@u", "value": "olga"}], partition_key="olga"))
     assert len(documents) == 1

@@ -23,7 +23,7 @@ from PIL import Image
 from functions import dependencies
 from functions.gallery_api import export_archive
 from functions.http_api import create_api
-from shared_code.results_store import ModelRef, PredictionOut, ResultDocument
+from shared_code.results.store import ModelRef, PredictionOut, ResultDocument
 from tests.factories import image_bytes, make_tiny_model, with_classifier_weights
 from tests.integration.app_fixtures import bearer, blob_service, restore_environment, upload_and_classify
 

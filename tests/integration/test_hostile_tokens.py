@@ -27,7 +27,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from functions import dependencies
 from functions.http_api import create_api
-from shared_code.auth import ALL_SCOPES, MAX_TOKEN_BYTES
+from shared_code.identity.auth import ALL_SCOPES, MAX_TOKEN_BYTES
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import SIGNING_KEY
 

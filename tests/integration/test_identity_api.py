@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
+from shared_code.cosmos import cosmos_client
 from shared_code.errors import RateLimited
-from shared_code.results_store import cosmos_client
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service, restore_environment
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared_code import classifier as classifier_module
-from shared_code.model_repository import LATEST_POINTER, BlobModelRepository, ModelProvider
+from shared_code.inference import classifier as classifier_module
+from shared_code.inference.model_repository import LATEST_POINTER, BlobModelRepository, ModelProvider
 from tests.factories import image_bytes, make_tiny_model
 
 pytestmark = pytest.mark.integration

@@ -32,16 +32,15 @@ from PIL import Image, ImageEnhance, ImageOps
 from functions import dependencies
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
-from functions.models_api import retraining_dependencies
-from shared_code.classifier import load_classifier
-from shared_code.drift import PROFILE_FILE, build_reference_profile, drift_row
-from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.local_training import LocalLauncher
-from shared_code.model_card import load_card
-from shared_code.model_repository import BlobModelRepository
-from shared_code.pipeline import ClassificationPipeline
-from shared_code.results_store import cosmos_client, ensure_container
-from shared_code.settings import get_settings
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.model_card import load_card
+from shared_code.inference.model_repository import BlobModelRepository
+from shared_code.inference.pipeline import ClassificationPipeline
+from shared_code.monitoring.drift import build_reference_profile, drift_row
+from shared_code.monitoring.summary import PROFILE_FILE
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.retraining.local import LocalLauncher
 from tests.factories import SHARED_PHOTOS
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together, upload_and_classify
 
@@ -168,7 +167,7 @@ def test_corrections_retrain_promote_and_serve_a_better_model(setup: Setup, app_
         summary = completed[0].summary
         assert summary.drift and summary.retraining_requested and summary.retraining_job, summary
 
-        deps = retraining_dependencies(get_settings(), dependencies.get_service())
+        deps = dependencies.get_components().retraining_dependencies()
         assert isinstance(deps.launcher, LocalLauncher)
         outcome = deps.launcher.wait(summary.retraining_job, timeout=420)
         record = deps.store.get(setup.window.key)

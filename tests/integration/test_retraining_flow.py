@@ -18,25 +18,23 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions import dependencies
-from functions.drift_api import drift_store_for
 from functions.drift_timer import run_due_windows
 from functions.http_api import create_api
-from functions.models_api import retraining_dependencies
-from shared_code.drift_window import DriftWindow, last_complete_window
-from shared_code.feedback import record_feedback
-from shared_code.local_training import LocalLauncher
-from shared_code.model_card import load_card
-from shared_code.model_repository import BlobModelRepository
-from shared_code.results_store import cosmos_client, ensure_container
-from shared_code.retraining import (
+from shared_code.cosmos import cosmos_client, ensure_container
+from shared_code.inference.model_card import load_card
+from shared_code.inference.model_repository import BlobModelRepository
+from shared_code.monitoring.window import DriftWindow, last_complete_window
+from shared_code.results.feedback import record_feedback
+from shared_code.results.service import BlobEvent
+from shared_code.retraining.local import LocalLauncher
+from shared_code.retraining.spec import utc_iso
+from shared_code.retraining.submission import (
     RetrainingDependencies,
     RetrainingStore,
     record_id,
     submit_retraining,
     sweep,
-    utc_iso,
 )
-from shared_code.service import BlobEvent
 from shared_code.settings import get_settings
 from tests.factories import make_profiled_tiny_model, make_tiny_model, noisy_photo
 from tests.integration.app_fixtures import bearer, blob_service, fire_timer_together
@@ -101,7 +99,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             data = noisy_photo(rng, 0.4)
             etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
             result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
-            assert result.status == "done", result
+            assert result is not None and result.status == "done", result
             record_feedback(service.results, card.labels, user_id=user, result_id=result.id,
                             label="dark" if i % 4 else "blue")
         yield flow
@@ -109,7 +107,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def _deps() -> RetrainingDependencies:
-    return retraining_dependencies(get_settings(), dependencies.get_service())
+    return dependencies.get_components().retraining_dependencies()
 
 
 def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
@@ -141,7 +139,7 @@ def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
     manifest = deps.models.container.download_blob(record["manifest"]["blob"]).readall().decode()
     assert manifest.splitlines()[0] == "path,label" and len(manifest.splitlines()) == 41
 
-    drift_document = drift_store_for(get_settings()).get(flow.window.key)
+    drift_document = dependencies.get_components().drift_store.get(flow.window.key)
     assert drift_document is not None and drift_document["summary"]["retraining_job"] == record["jobName"]
 
 
@@ -187,6 +185,7 @@ def test_deleted_uploads_are_left_out_of_the_training_set(flow: Flow, app_settin
     blob_name = f"retrain-user-0/{'f' * 32}.png"
     etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
     result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
+    assert result is not None
     record_feedback(service.results, ["dark"], user_id="retrain-user-0", result_id=result.id, label="dark")
     uploads.delete_blob(blob_name)  # the owner deleted the image after correcting it
     submission = submit_retraining(window, deps, reason="test")

@@ -16,10 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions import dependencies
-from shared_code.api_keys import key_store_for
 from shared_code.errors import AccountErased
-from shared_code.results_store import ResultDocument, ResultsStore
-from shared_code.service import BlobEvent, ClassificationService, UploadedFile
+from shared_code.results.service import BlobEvent, ClassificationService, UploadedFile
+from shared_code.results.store import ResultDocument, ResultsStore
 from shared_code.settings import Settings, get_settings
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service, deliver, upload
@@ -95,8 +94,11 @@ def test_two_versions_racing_on_two_workers_leave_the_newer_result(
     service = dependencies.get_service()
     worker_b = ClassificationService(service.models, service.results, service.blobs)
     # Worker A read the result, then worker B processed the newer version completely, then A went on.
-    worker_a = ClassificationService(service.models, ReadThenYield(service.results, lambda: worker_b.process_blob(new)),
-                                     service.blobs)
+    def worker_b_processes_the_newer_version() -> None:
+        worker_b.process_blob(new)
+
+    racing_store = ReadThenYield(service.results, worker_b_processes_the_newer_version)
+    worker_a = ClassificationService(service.models, racing_store, service.blobs)
     worker_a.process_blob(old)
     worker_a.process_blob(old)  # and a redelivery of the old event changes nothing either
     stored = service.results.find(user, grant["id"])
@@ -127,7 +129,7 @@ def test_erasure_during_processing_and_a_redelivery_afterwards_leave_nothing_of_
     assert service.process_blob(event_of(app_settings, late_grant["blob_name"])) is None
     assert user_documents(service, user) == []
     assert user_blobs(app_settings, user) == []
-    assert key_store_for(get_settings()).list(user) == []
+    assert dependencies.get_components().keys.list(user) == []
 
 
 def test_an_http_classification_in_flight_during_erasure_is_undone(
@@ -169,7 +171,7 @@ def test_a_deleted_result_is_not_recreated_by_its_processing_or_a_redelivery(
 def test_a_key_use_after_its_revocation_does_not_recreate_the_key(api: TestClient) -> None:
     user = "revoke-touch"
     created = api.post("/api/keys", json={"name": "ci"}, headers=bearer(user)).json()
-    store = key_store_for(get_settings())
+    store = dependencies.get_components().keys
     record = store._read(user, created["id"])  # what a token exchange read just before the revoke
     assert record is not None
     store.revoke(user, created["id"])

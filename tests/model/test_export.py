@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch", reason="torch is only in the model venv (mo
 from model.architectures import FALLBACK_MESSAGE, build_model  # noqa: E402 - after the torch skip
 from model.export import MAX_LOGIT_DIFF, check_agreement, check_images, export  # noqa: E402
 from model.imagenet import imagenet_labels  # noqa: E402
-from shared_code.classifier import load_classifier  # noqa: E402
-from shared_code.model_card import load_card, sha256_of  # noqa: E402
-from shared_code.preprocess import preprocess_batch  # noqa: E402
+from shared_code.inference.classifier import load_classifier  # noqa: E402
+from shared_code.inference.model_card import load_card, sha256_of  # noqa: E402
+from shared_code.inference.preprocess import preprocess_batch  # noqa: E402
 from tests.factories import SHARED_PHOTOS  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]

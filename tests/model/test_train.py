@@ -31,10 +31,10 @@ from model.training_data import (  # noqa: E402
     load_samples,
     stratified_split,
 )
-from shared_code.classifier import load_classifier  # noqa: E402
-from shared_code.drift import load_reference_profile  # noqa: E402
-from shared_code.model_card import ModelCard, load_card  # noqa: E402
-from shared_code.pipeline import ClassificationPipeline  # noqa: E402
+from shared_code.inference.classifier import load_classifier  # noqa: E402
+from shared_code.inference.model_card import ModelCard, load_card  # noqa: E402
+from shared_code.inference.pipeline import ClassificationPipeline  # noqa: E402
+from shared_code.monitoring.drift import load_reference_profile  # noqa: E402
 from tests.factories import SHARED_PHOTOS, make_tiny_model  # noqa: E402
 
 pytestmark = [pytest.mark.model]
@@ -294,7 +294,7 @@ def test_publish_to_azurite_serves_the_promoted_version(workspace: Path, tmp_pat
     from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - only this test needs storage
 
     from devstack.emulators import AZURITE_JS, NodeMissing, start_azurite  # noqa: PLC0415
-    from shared_code.model_repository import BlobModelRepository, ModelProvider  # noqa: PLC0415
+    from shared_code.inference.model_repository import BlobModelRepository, ModelProvider  # noqa: PLC0415
 
     if not AZURITE_JS.exists():
         pytest.skip("Azurite is not installed (make node-modules)")

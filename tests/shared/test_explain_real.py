@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_code.explain import explain_image
-from shared_code.model_repository import ModelProvider
+from shared_code.inference.explain import explain_image
+from shared_code.inference.model_repository import ModelProvider
 from tests.factories import SHARED_PHOTOS
 
 CURRENT_CARD = Path(__file__).resolve().parents[2] / "model" / "artifacts" / "current.card.json"

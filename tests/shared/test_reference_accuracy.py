@@ -9,7 +9,7 @@ import pytest
 
 from model.card import ensure_card
 from model.evaluate import evaluate
-from shared_code.model_card import load_card
+from shared_code.inference.model_card import load_card
 from tests.factories import SHARED_MOBILENET, SHARED_PHOTOS
 
 pytestmark = [

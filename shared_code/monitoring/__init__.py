@@ -1,0 +1,1 @@
+"""Monitoring: drift statistics, windows, reference profiles, the drift run and its stored reports."""

@@ -1,0 +1,194 @@
+"""Blob Storage: upload grants (short-lived SAS), reading and deleting user blobs.
+
+In Azure the grant is a user delegation SAS signed with a key obtained through the managed identity
+(shared-key access is off on the account); against Azurite it is a SAS signed with the emulator's
+account key. Either way it allows create/write of exactly one blob, for a few minutes, over HTTPS in Azure.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+
+from shared_code.errors import BadRequest, ImageTooLarge, NotFound, TransientError
+
+ALLOWED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+_RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+_BLOB_NAMESPACE = uuid.UUID("6f1c2b9e-4d0a-4c55-9a57-2f8e0d3b7c11")
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    result_id: str
+    blob_name: str
+    upload_url: str
+    expires_at: datetime
+
+
+def new_result_id() -> str:
+    return uuid.uuid4().hex
+
+
+def idempotent_result_id(user_id: str, idempotency_key: str) -> str:
+    """The result id a client's retried grant request maps to: the same key from the same user, the same id."""
+    return uuid.uuid5(_BLOB_NAMESPACE, f"grant\n{user_id}\n{idempotency_key}").hex
+
+
+def safe_user_id(user_id: str) -> str:
+    """User ids become partition keys and blob prefixes: only a conservative character set is allowed."""
+    if not _USER_ID.fullmatch(user_id) or user_id in {".", ".."}:
+        raise BadRequest("user id contains characters that are not allowed")
+    return user_id
+
+
+def upload_blob_name(user_id: str, result_id: str, filename: str) -> str:
+    """`{user}/{result_id}{ext}`: the client's file name never becomes a path (no traversal, no clashes)."""
+    extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if extension not in ALLOWED_EXTENSIONS:
+        raise BadRequest(f"file extension {extension or '(none)'!r} is not accepted; use one of "
+                         f"{', '.join(sorted(ALLOWED_EXTENSIONS))}")
+    return f"{safe_user_id(user_id)}/{result_id}{extension}"
+
+
+def parse_upload_blob_name(blob_name: str) -> tuple[str, str]:
+    """(user_id, result_id) for a blob in the uploads container; ids of foreign names are derived stably."""
+    user_id, _, rest = blob_name.partition("/")
+    if not user_id or not rest:
+        raise BadRequest(f"blob {blob_name!r} is not under a user prefix")
+    stem = PurePosixPath(rest).stem
+    if "/" not in rest and _RESULT_ID.fullmatch(stem):
+        return user_id, stem
+    return user_id, uuid.uuid5(_BLOB_NAMESPACE, blob_name).hex
+
+
+@dataclass(frozen=True)
+class BlobStream:
+    """A blob read lazily in ranged chunks, pinned to the version (ETag) whose size was checked."""
+
+    size: int
+    etag: str
+    content_type: str
+    chunks: Iterator[bytes]
+
+
+class BlobStore:
+    """One storage account's blob containers."""
+
+    def __init__(self, service: BlobServiceClient, *, uploads_container: str, account_key: str | None = None,
+                 public_endpoint: str | None = None) -> None:
+        self.service = service
+        self.uploads_container = uploads_container
+        self._account_key = account_key
+        self._public_endpoint = public_endpoint
+
+    def grant_upload(self, user_id: str, filename: str, minutes: int, *, result_id: str | None = None) -> UploadGrant:
+        """A create/write-only SAS URL for one new blob under the user's prefix."""
+        result_id = result_id or new_result_id()
+        blob_name = upload_blob_name(user_id, result_id, filename)
+        start = datetime.now(UTC) - timedelta(minutes=1)  # tolerate small clock skew
+        expiry = datetime.now(UTC) + timedelta(minutes=minutes)
+        permission = BlobSasPermissions(create=True, write=True)
+        account = self.service.account_name or ""
+        try:
+            if self._account_key:
+                token = generate_blob_sas(account, self.uploads_container, blob_name, account_key=self._account_key,
+                                          permission=permission, expiry=expiry, start=start)
+            else:
+                delegation_key = self.service.get_user_delegation_key(start, expiry)
+                token = generate_blob_sas(account, self.uploads_container, blob_name,
+                                          user_delegation_key=delegation_key, permission=permission,
+                                          expiry=expiry, start=start, protocol="https")
+        except AzureError as exc:
+            raise TransientError("could not create an upload grant") from exc
+        blob_url = self.service.get_blob_client(self.uploads_container, blob_name).url
+        return UploadGrant(result_id, blob_name, f"{blob_url}?{token}", expiry)
+
+    def read(self, container: str, blob_name: str, max_bytes: int) -> tuple[bytes, str]:
+        """Blob content and its ETag; refuses blobs larger than max_bytes without downloading them."""
+        client = self.service.get_blob_client(container, blob_name)
+        try:
+            properties = client.get_blob_properties()
+            if properties.size > max_bytes:
+                raise ImageTooLarge(f"the blob has {properties.size} bytes; the limit is {max_bytes}")
+            downloader = client.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified)
+            return downloader.readall(), str(properties.etag)
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"blob {blob_name!r} does not exist") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise TransientError("the blob changed while it was read") from exc
+            raise TransientError(f"blob storage error ({exc.status_code})") from exc
+
+    def stream(self, container: str, blob_name: str, *, chunk_size: int = 1 << 20,
+               max_bytes: int | None = None) -> BlobStream:
+        """Open a blob for streaming: properties now (NotFound raised here), then one ranged GET per chunk.
+
+        Memory stays at one chunk however large the blob; a blob replaced meanwhile fails the next chunk
+        (the reads are conditional on the ETag) instead of mixing two versions.
+        """
+        client = self.service.get_blob_client(container, blob_name)
+        try:
+            properties = client.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"blob {blob_name!r} does not exist") from exc
+        except HttpResponseError as exc:
+            raise TransientError(f"blob storage error ({exc.status_code})") from exc
+        size, etag = int(properties.size), str(properties.etag)
+        if max_bytes is not None and size > max_bytes:
+            raise ImageTooLarge(f"the blob has {size} bytes; the limit is {max_bytes}")
+
+        def chunks() -> Iterator[bytes]:
+            for offset in range(0, size, chunk_size):
+                length = min(chunk_size, size - offset)
+                try:
+                    yield client.download_blob(offset=offset, length=length, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified).readall()
+                except ResourceNotFoundError as exc:
+                    raise NotFound(f"blob {blob_name!r} was deleted while it was read") from exc
+                except HttpResponseError as exc:
+                    raise TransientError(f"blob {blob_name!r} changed or failed while it was read "
+                                         f"({exc.status_code})") from exc
+
+        content_type = properties.content_settings.content_type or "application/octet-stream"
+        return BlobStream(size=size, etag=etag, content_type=content_type, chunks=chunks())
+
+    def etag(self, container: str, blob_name: str) -> str | None:
+        """The blob's current ETag (unquoted), or None when it does not exist."""
+        try:
+            properties = self.service.get_blob_client(container, blob_name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise TransientError("blob storage is temporarily unavailable") from exc
+        return str(properties.etag).strip('"')
+
+    def delete(self, container: str, blob_name: str, *, etag: str | None = None) -> bool:
+        """Delete a blob (with `etag`: only that version, so a newer upload under the name survives)."""
+        conditions: dict[str, Any] = {}
+        if etag:
+            conditions = {"etag": f'"{etag.strip(chr(34))}"', "match_condition": MatchConditions.IfNotModified}
+        try:
+            self.service.get_blob_client(container, blob_name).delete_blob(delete_snapshots="include", **conditions)
+        except ResourceNotFoundError:
+            return False
+        except ResourceModifiedError:
+            return False  # overwritten since: the newer version has its own event
+        return True
+
+    def delete_prefix(self, container: str, prefix: str) -> int:
+        client = self.service.get_container_client(container)
+        names = [blob.name for blob in client.list_blobs(name_starts_with=prefix)]
+        for name in names:
+            self.delete(container, name)
+        return len(names)
+

@@ -1,0 +1,1 @@
+"""Retraining: the training set a drifted window makes, one submission per window, and its launchers."""
