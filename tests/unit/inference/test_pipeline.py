@@ -111,7 +111,7 @@ def test_a_batch_of_large_flat_pngs_holds_one_full_image_at_a_time(tmp_path: Pat
     import sys  # noqa: PLC0415
 
     card_path = make_tiny_model(tmp_path)
-    repo = Path(__file__).resolve().parents[2]
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
     probe = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(card_path)], cwd=repo, capture_output=True,
                            text=True, timeout=300, check=True)
     growth = int(probe.stdout.strip().splitlines()[-1])
