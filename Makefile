@@ -8,7 +8,7 @@ MODEL_PY ?= model/.venv/bin/python
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
 
-.venv/.installed: requirements.txt requirements-dev.txt
+.venv/.installed: requirements.txt requirements-monitor.txt requirements-dev.txt
 	python3.11 -m venv .venv
 	.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -19,10 +19,11 @@ venv: .venv/.installed ## Create the app + dev virtual environment
 -include mk/*.mk
 
 .PHONY: lint
-lint: .venv/.installed ## ruff, mypy and the import contracts (pyproject.toml [tool.importlinter])
+lint: .venv/.installed .venv-checkov/.installed ## ruff, mypy, the import contracts (pyproject.toml [tool.importlinter]) and Checkov over infra/
 	.venv/bin/ruff check .
-	.venv/bin/mypy shared_code functions function_app.py devstack model tests bench tools imgclass_client
+	.venv/bin/mypy shared_code functions function_app.py monitor_app.py devstack model tests bench tools imgclass_client
 	.venv/bin/lint-imports
+	$(MAKE) --no-print-directory checkov
 
 .PHONY: test
 # The real-weights model (EfficientNet-Lite0, offline) is exported first: the browser, explanation and retraining
@@ -44,7 +45,7 @@ node-modules: node_modules/.installed ## Install the pinned emulators (Azurite, 
 
 MODEL ?=
 .PHONY: up
-up: .venv/.installed node_modules/.installed ## Start the local stack; API at http://127.0.0.1:7071/api [MODEL=card|onnx]
+up: .venv/.installed node_modules/.installed ## Start the local stack (API + monitor in one host); API at http://127.0.0.1:7071/api [MODEL=card|onnx]
 	@if [ -z "$(MODEL)" ] && [ ! -f model/artifacts/current.card.json ]; then $(MAKE) model; fi
 	$(PY) -m devstack.stack up $(if $(MODEL),--model $(MODEL))
 	@echo 'Next:  TOKEN=$$(make -s token USER=alice | tail -1)'

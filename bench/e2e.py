@@ -206,7 +206,8 @@ def start_host(stack: Stack, model: Path, image: bytes, token: str, *, blob_poll
     port = free_port()
     command = [sys.executable, "-m", "devstack.host", "function_app:app", "--port", str(port),
                "--settings", str(stack.settings_for(model)), "--host-json", str(PROJECT_ROOT / "host.json"),
-               "--blob-poll-seconds", str(blob_poll_s), "--host-id", f"bench-e2e-{port}"]
+               "--blob-poll-seconds", str(blob_poll_s), "--event-grid-poll-seconds", str(blob_poll_s),
+               "--host-id", f"bench-e2e-{port}"]
     spawned = time.perf_counter()
     process = start_background("host", command, log_path=stack.workdir / f"host-{port}.log",
                                cwd=package or PROJECT_ROOT, env=stack.env(model, package))

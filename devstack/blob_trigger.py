@@ -1,4 +1,5 @@
-"""Blob triggers by polling Azurite: new blobs and new versions, retries, poison, receipts for restarts."""
+"""Blob triggers with source LogsAndContainerScan, by polling Azurite: new blobs and new versions, retries, poison,
+receipts for restarts (EventGrid-sourced triggers: devstack/blob_queue.py)."""
 
 from __future__ import annotations
 

@@ -6,12 +6,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.loopback_tls import make_loopback_certificate
 from devstack.processes import LOOPBACK, ManagedProcess, ProcessStartError, free_port, start_background
 
 __all__ = [
@@ -31,6 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = PROJECT_ROOT / "node_modules"
 AZURITE_JS = NODE_MODULES / "azurite" / "dist" / "src" / "azurite.js"
 COSMOS_JS = NODE_MODULES / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
+UDK_SAS_SHIM = Path(__file__).resolve().parent / "azurite_udk_sas.js"
 INSTALL_STAMP = NODE_MODULES / ".devstack-install.sha256"
 
 # Published, well-known development credentials of the emulators; they grant nothing outside this machine.
@@ -104,25 +107,30 @@ class Azurite(ManagedProcess):
     blob_port: int = 0
     queue_port: int = 0
     table_port: int = 0
+    ca_file: Path | None = None  # set in OAuth mode: HTTPS with a loopback certificate signed by this CA
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.ca_file is None else "https"
 
     @property
     def blob_endpoint(self) -> str:
-        """Blob service URL including the account path segment."""
-        return f"http://{LOOPBACK}:{self.blob_port}/{AZURITE_ACCOUNT}"
+        """Blob service URL including the account path segment (STORAGE_ACCOUNT_URL for identity access)."""
+        return f"{self.scheme}://{LOOPBACK}:{self.blob_port}/{AZURITE_ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
         """Full connection string with explicit endpoints (no reliance on default ports)."""
-        return connection_string(self.blob_port, self.queue_port, self.table_port)
+        return connection_string(self.blob_port, self.queue_port, self.table_port, scheme=self.scheme)
 
 
-def connection_string(blob_port: int, queue_port: int, table_port: int) -> str:
+def connection_string(blob_port: int, queue_port: int, table_port: int, *, scheme: str = "http") -> str:
     """The Azurite connection string for the given loopback ports."""
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{LOOPBACK}:{blob_port}/{AZURITE_ACCOUNT};"
-        f"QueueEndpoint=http://{LOOPBACK}:{queue_port}/{AZURITE_ACCOUNT};"
-        f"TableEndpoint=http://{LOOPBACK}:{table_port}/{AZURITE_ACCOUNT};"
+        f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={scheme}://{LOOPBACK}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint={scheme}://{LOOPBACK}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint={scheme}://{LOOPBACK}:{table_port}/{AZURITE_ACCOUNT};"
     )
 
 
@@ -144,8 +152,14 @@ class CosmosServer(ManagedProcess):
 
 
 def start_azurite(workdir: Path, *, blob_port: int | None = None, queue_port: int | None = None,
-                  table_port: int | None = None, timeout: float = 60.0) -> Azurite:
-    """Start Azurite with its data and log under `workdir`; ports default to free ones."""
+                  table_port: int | None = None, timeout: float = 60.0, oauth: bool = False) -> Azurite:
+    """Start Azurite with its data and log under `workdir`; ports default to free ones.
+
+    `oauth=True` runs it the way the Azure path needs: HTTPS with a fresh loopback certificate
+    (`Azurite.ca_file` is the CA to trust) and `--oauth basic`, so bearer tokens from a managed identity are
+    accepted (Azurite checks their issuer, audience and lifetime, not the signature) and user delegation
+    keys can be requested. Shared-key access keeps working, as Azurite has no switch to turn it off.
+    """
     ports = [blob_port or free_port(), queue_port or free_port(), table_port or free_port()]
     data_dir = workdir / "azurite"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +170,16 @@ def start_azurite(workdir: Path, *, blob_port: int | None = None, queue_port: in
         "--tableHost", LOOPBACK, "--tablePort", str(ports[2]),
         "--location", str(data_dir), "--skipApiVersionCheck", "--disableTelemetry", "--silent",
     ]
-    started = start_background("azurite", command, log_path=workdir / "azurite.log", cwd=workdir)
+    ca_file, env = None, None
+    if oauth:
+        certificate = make_loopback_certificate(workdir / "tls")
+        command += ["--oauth", "basic", "--cert", str(certificate.cert_file), "--key", str(certificate.key_file)]
+        command[1] = str(UDK_SAS_SHIM)  # loads Azurite itself after its one patch (see the script)
+        env = {**os.environ, "AZURITE_SRC": str(AZURITE_JS.parent)}
+        ca_file = certificate.ca_file
+    started = start_background("azurite", command, log_path=workdir / "azurite.log", cwd=workdir, env=env)
     azurite = Azurite(name=started.name, process=started.process, log_path=started.log_path,
-                      blob_port=ports[0], queue_port=ports[1], table_port=ports[2])
+                      blob_port=ports[0], queue_port=ports[1], table_port=ports[2], ca_file=ca_file)
     azurite.wait_for_ports(ports, timeout)
     return azurite
 

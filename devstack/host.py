@@ -1,6 +1,10 @@
 """A local Functions host: runs the app's own `FunctionApp` object with its own metadata, like `func start`.
 
-    python -m devstack.host function_app:app --port 7071 [--settings local.settings.json]
+    python -m devstack.host [function_app:app [monitor_app:app ...]] --port 7071 [--settings local.settings.json]
+
+With no app named, the host loads the entry script PYTHON_SCRIPT_FILE_NAME names (after the settings are
+applied; default function_app.py), as the Python worker does in Azure: the monitor app sets monitor_app.py.
+Several apps in one host share its port and triggers (`make up` loads the API and the monitor together).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -16,7 +21,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +31,9 @@ from azure.functions.decorators.blob import BlobTrigger
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.decorators.timer import TimerTrigger
 
+from devstack.blob_queue import BlobQueueOptions, BlobTriggerQueue, Registration, is_event_grid
 from devstack.blob_trigger import BlobTriggerListener, BlobTriggerOptions
+from devstack.event_grid import EventGridSource, SubscriptionOptions, storage_client, webhook_url
 from devstack.http_dispatch import HttpDispatcher, HttpRoute, compile_route
 from devstack.invocation import IndexedFunction, Invoker, index_app
 from devstack.local_settings import apply_values, read_host_json, read_values
@@ -41,15 +48,36 @@ class HostStartError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class EventGridOptions:
+    """Where Event Grid-sourced blob triggers get their events from.
+
+    `embedded`: this host also runs the local Event Grid (devstack.event_grid), one subscription per function,
+    posting to this host's own webhook (its state lives in storage, so a restart resumes its deliveries).
+    `external`: only the webhook is served; a separate `python -m devstack.event_grid` delivers, as Event Grid
+    does in Azure (it keeps retrying while the host is down).
+    """
+
+    mode: str = "embedded"
+    poll_seconds: float = 0.5
+    retry_scale: float = 1.0
+    max_delivery_attempts: int = 30
+    duplicates: float = 0.0
+    reorder: float = 0.0
+
+
+@dataclass(frozen=True)
 class HostOptions:
     """Command-line options of the host."""
 
     app: str
     port: int = 7071
+    also: tuple[str, ...] = ()  # more apps served by the same host (the monitor beside the API)
     settings: Path = Path("local.settings.json")
     host_json: Path = Path("host.json")
     host_id: str = ""
     blob: BlobTriggerOptions = field(default_factory=lambda: BlobTriggerOptions(host_id="devstack"))
+    blob_queue: BlobQueueOptions = field(default_factory=lambda: BlobQueueOptions(host_id="devstack"))
+    event_grid: EventGridOptions = field(default_factory=EventGridOptions)
     shutdown_grace_seconds: float = 10.0
 
 
@@ -61,6 +89,18 @@ def load_app(spec: str) -> func.FunctionRegister:
     if not isinstance(app, func.FunctionRegister):
         raise HostStartError(f"{spec} is not an azure.functions FunctionApp (got {type(app).__name__})")
     return app
+
+
+DEFAULT_SCRIPT = "function_app.py"
+
+
+def script_app_spec(script: str | None = None) -> str:
+    """`module:app` of the entry script PYTHON_SCRIPT_FILE_NAME names (the Python worker's rule)."""
+    name = (script if script is not None else os.environ.get("PYTHON_SCRIPT_FILE_NAME", "")).strip() or DEFAULT_SCRIPT
+    path = Path(name)
+    if path.suffix != ".py" or path.is_absolute() or ".." in path.parts:
+        raise HostStartError(f"PYTHON_SCRIPT_FILE_NAME={name!r} must name a .py file inside the app folder")
+    return ".".join(path.with_suffix("").parts) + ":app"
 
 
 def default_host_id(app_spec: str) -> str:
@@ -79,18 +119,22 @@ class _Server(uvicorn.Server):
 class FunctionHost:
     """HTTP, blob and timer triggers of one app in one process and one event loop."""
 
-    def __init__(self, app: func.FunctionRegister, options: HostOptions) -> None:
-        self.app = app
+    def __init__(self, app: func.FunctionRegister | Sequence[func.FunctionRegister], options: HostOptions) -> None:
+        self.apps = [app] if isinstance(app, func.FunctionRegister) else list(app)
+        self.app = self.apps[0]
         self.options = options
         self.invoker = Invoker(function_directory=str(Path.cwd()))
         self.routes: list[HttpRoute] = []
         self.blob_listeners: list[BlobTriggerListener] = []
+        self.blob_queue = BlobTriggerQueue(self.invoker, options.blob_queue)
+        self.event_grid: list[EventGridSource] = []
+        self._event_grid_tasks: list[asyncio.Task[None]] = []
         self.timers: list[TimerSchedule] = []
         self._stop = asyncio.Event()
 
     def index(self) -> None:
         """Read the app's functions once and prepare a listener for each trigger this host emulates."""
-        for function in index_app(self.app):
+        for function in (function for app in self.apps for function in index_app(app)):
             try:
                 self._add(function)
             except Exception as exc:
@@ -105,6 +149,8 @@ class FunctionHost:
         trigger = function.trigger
         if isinstance(trigger, HttpTrigger):
             self.routes.append(compile_route(function))
+        elif isinstance(trigger, BlobTrigger) and is_event_grid(function):
+            self.blob_queue.add(function)
         elif isinstance(trigger, BlobTrigger):
             self.blob_listeners.append(BlobTriggerListener(function, self.invoker, self.options.blob))
         elif isinstance(trigger, TimerTrigger):
@@ -126,7 +172,7 @@ class FunctionHost:
         self._log_functions(prefix)
         if not port_is_free(self.options.port):
             raise HostStartError(f"port {self.options.port} on {LOOPBACK} is already in use (another host running?)")
-        dispatcher = HttpDispatcher(self.routes, prefix, self.invoker)
+        dispatcher = HttpDispatcher(self.routes, prefix, self.invoker, webhooks={"blobs": self._blobs_webhook})
         server = _Server(uvicorn.Config(dispatcher, host=LOOPBACK, port=self.options.port, log_level="warning",
                                         lifespan="on", access_log=False))
         serving = asyncio.create_task(server.serve())
@@ -137,25 +183,50 @@ class FunctionHost:
             raise HostStartError(f"the HTTP server on port {self.options.port} stopped during start-up")
         for listener in self.blob_listeners:
             await listener.start()
+        await self.blob_queue.start()
+        if self.options.event_grid.mode == "embedded":
+            self._start_event_grid()
         for timer in self.timers:
             timer.start()
         logger.info("Host started: %d functions, http://%s:%d/%s", len(self.routes) + len(self.blob_listeners)
-                    + len(self.timers), LOOPBACK, self.options.port, prefix)
+                    + len(self.blob_queue.functions) + len(self.timers), LOOPBACK, self.options.port, prefix)
         await self._stop.wait()
         await self._shutdown(server, serving)
+
+    async def _blobs_webhook(self, query: Mapping[str, str], headers: Mapping[str, str],
+                             body: bytes) -> tuple[int, bytes, str]:
+        answer = await self.blob_queue.webhook(query, headers, body)
+        return answer.status, answer.body, answer.content_type
+
+    def _start_event_grid(self) -> None:
+        options = self.options.event_grid
+        base = f"http://{LOOPBACK}:{self.options.port}"
+        for registration in self.blob_queue.functions.values():
+            source = EventGridSource(storage_client(_connection_of(registration)), SubscriptionOptions(
+                webhook=webhook_url(base, registration.function.name), container=registration.pattern.container,
+                blob_prefix=registration.pattern.listing_prefix, name=f"devstack-{registration.function.name}"
+                .lower().replace("_", "-"), poll_seconds=options.poll_seconds, retry_scale=options.retry_scale,
+                max_delivery_attempts=options.max_delivery_attempts, duplicates=options.duplicates,
+                reorder=options.reorder))
+            self.event_grid.append(source)
+            self._event_grid_tasks.append(asyncio.create_task(source.run(), name=f"eventgrid-{source.options.name}"))
 
     async def _shutdown(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
         logger.info("Stopping host: no new triggers, draining invocations (up to %.0f s)",
                     self.options.shutdown_grace_seconds)
         grace = self.options.shutdown_grace_seconds
+        for source in self.event_grid:
+            source.stop()
+        await asyncio.gather(*self._event_grid_tasks, return_exceptions=True)
         await asyncio.gather(*(listener.stop(grace) for listener in self.blob_listeners),
-                             *(timer.stop() for timer in self.timers))
+                             self.blob_queue.stop(grace), *(timer.stop() for timer in self.timers))
         server.should_exit = True
         await serving
         drained = await self.invoker.drain(grace)
-        if isinstance(self.app, func.AsgiFunctionApp) and self.app.startup_task_done:
-            await self.app.middleware.notify_shutdown()  # type: ignore[no-untyped-call]
-            self.app.startup_task_done = False  # its __del__ would notify a second time
+        for app in self.apps:
+            if isinstance(app, func.AsgiFunctionApp) and app.startup_task_done:
+                await app.middleware.notify_shutdown()  # type: ignore[no-untyped-call]
+                app.startup_task_done = False  # its __del__ would notify a second time
         self.invoker.shutdown()
         if not drained:
             logger.warning("%d invocations still running after %.0f s; abandoning them", self.invoker.in_flight, grace)
@@ -169,14 +240,26 @@ class FunctionHost:
             logger.info("        %s: [%s] %s/%s", route.function.name, methods, base, route.template)
         for listener in self.blob_listeners:
             logger.info("        %s: blobTrigger", listener.function.name)
+        for registration in self.blob_queue.functions.values():
+            logger.info("        %s: blobTrigger (EventGrid) %s/runtime/webhooks/blobs?functionName=%s",
+                        registration.function.name, f"http://{LOOPBACK}:{self.options.port}", registration.function_id)
         for timer in self.timers:
             logger.info("        %s: timerTrigger", timer.function.name)
+
+
+def _connection_of(registration: Registration) -> str:
+    from devstack.blob_trigger import connection_string_for  # noqa: PLC0415
+
+    trigger = registration.function.trigger
+    assert isinstance(trigger, BlobTrigger)
+    return connection_string_for(trigger.connection)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     """Options from the command line."""
     parser = argparse.ArgumentParser(prog="python -m devstack.host", description=__doc__.splitlines()[0])
-    parser.add_argument("app", help="the FunctionApp as module:attribute, e.g. function_app:app")
+    parser.add_argument("app", nargs="*", help="FunctionApps as module:attribute, e.g. function_app:app; "
+                        "default: the entry script PYTHON_SCRIPT_FILE_NAME names (function_app.py)")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--settings", type=Path, default=Path("local.settings.json"),
                         help="local.settings.json whose Values are exported (existing environment wins)")
@@ -188,16 +271,37 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     parser.add_argument("--blob-workers", type=int, default=None,
                         help="blobs processed at once; default host.json maxDegreeOfParallelism, else 2")
     parser.add_argument("--blob-retry-seconds", type=float, default=1.0, help="first retry delay; doubles per attempt")
+    parser.add_argument("--blob-visibility-seconds", type=int, default=30,
+                        help="EventGrid blob triggers: seconds a dequeued message stays invisible (renewed)")
+    parser.add_argument("--event-grid", choices=("embedded", "external"), default="embedded",
+                        help="embedded: this host also runs the local Event Grid; external: only serve the webhook")
+    parser.add_argument("--event-grid-poll-seconds", type=float, default=0.5)
+    parser.add_argument("--event-grid-retry-scale", type=float, default=1.0,
+                        help="multiplies Event Grid's retry schedule (10 s, 30 s, 1 min, ...)")
+    parser.add_argument("--event-grid-max-attempts", type=int, default=30)
+    parser.add_argument("--event-grid-duplicates", type=float, default=0.0, help="share of events delivered twice")
+    parser.add_argument("--event-grid-reorder", type=float, default=0.0, help="share of events delivered late")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    host_id = args.host_id or default_host_id(args.app)
+    apps: list[str] = args.app
+    host_id = args.host_id or (default_host_id(apps[0]) if apps else "")
     host_json = read_host_json(args.host_json)
     return HostOptions(
-        app=args.app, port=args.port, settings=args.settings, host_json=args.host_json, host_id=host_id,
+        app=apps[0] if apps else "", also=tuple(apps[1:]), port=args.port, settings=args.settings,
+        host_json=args.host_json, host_id=host_id,
         blob=BlobTriggerOptions(host_id=host_id, poll_seconds=args.blob_poll_seconds,
                                 max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
                                 workers=args.blob_workers or host_json.blob_workers or 2,
                                 retry_base_seconds=args.blob_retry_seconds),
+        blob_queue=BlobQueueOptions(host_id=host_id, poll_seconds=args.blob_poll_seconds,
+                                    max_attempts=args.blob_max_attempts or host_json.blob_max_attempts or 5,
+                                    workers=args.blob_workers or host_json.blob_workers or 2,
+                                    retry_base_seconds=args.blob_retry_seconds,
+                                    visibility_seconds=args.blob_visibility_seconds),
+        event_grid=EventGridOptions(mode=args.event_grid, poll_seconds=args.event_grid_poll_seconds,
+                                    retry_scale=args.event_grid_retry_scale,
+                                    max_delivery_attempts=args.event_grid_max_attempts,
+                                    duplicates=args.event_grid_duplicates, reorder=args.event_grid_reorder),
         shutdown_grace_seconds=args.shutdown_grace_seconds,
     )
 
@@ -208,8 +312,20 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s.%(msecs)03dZ] %(levelname)s %(message)s",
                         datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr)
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the local Event Grid's POSTs
     # The local Cosmos server's certificate is self-signed by design; urllib3 would warn on every request.
     warnings.filterwarnings("ignore", message=r"Unverified HTTPS request is being made to host '127\.0\.0\.1'")
+
+
+def with_entry_script(options: HostOptions) -> HostOptions:
+    """Options naming the app PYTHON_SCRIPT_FILE_NAME selects when the command line named none."""
+    if options.app:
+        return options
+    spec = script_app_spec()
+    host_id = options.host_id or default_host_id(spec)
+    return dataclasses.replace(options, app=spec, host_id=host_id,
+                               blob=dataclasses.replace(options.blob, host_id=host_id),
+                               blob_queue=dataclasses.replace(options.blob_queue, host_id=host_id))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Core Tools marks the local environment the same way.
     os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
     logger.info("Loaded %d settings from %s", len(applied), options.settings)
+    try:
+        options = with_entry_script(options)
+    except HostStartError as exc:
+        logger.error("%s", exc)
+        return 1
     if os.environ.get("DEVSTACK_FAULTS", "").strip():
         from devstack.faults import install_from_env  # noqa: PLC0415 - local fault injection, only when asked
 
@@ -228,8 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.warning("Fault injection is ON (DEVSTACK_FAULTS=%s): %s", os.environ["DEVSTACK_FAULTS"],
                            ", ".join(f"{target}={service}" for target, service in injector.targets.items()))
     try:
-        app = load_app(options.app)
-        host = FunctionHost(app, options)
+        apps = [load_app(spec) for spec in (options.app, *options.also)]
+        host = FunctionHost(apps, options)
         asyncio.run(host.run())
     except HostStartError as exc:
         logger.error("%s", exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +21,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# An extension webhook (`/runtime/webhooks/<extension>`): query, lower-case headers, body -> status, body, type.
+Webhook = Callable[[Mapping[str, str], Mapping[str, str], bytes], Awaitable[tuple[int, bytes, str]]]
 
 # `{name}`, `{name:int}`, `{name?}`, `{*rest}`: the parts of ASP.NET route templates that Functions accepts.
 _PARAMETER = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}?]+)?(\??)\}")
@@ -84,10 +86,12 @@ def compile_route(function: IndexedFunction) -> HttpRoute:
 class HttpDispatcher:
     """An ASGI app that routes `/<prefix>/...` to HTTP functions and calls them with `func.HttpRequest`."""
 
-    def __init__(self, routes: list[HttpRoute], prefix: str, invoker: Invoker) -> None:
+    def __init__(self, routes: list[HttpRoute], prefix: str, invoker: Invoker,
+                 webhooks: Mapping[str, Webhook] | None = None) -> None:
         self.routes = sorted(routes, key=lambda route: route.precedence)
         self.prefix = prefix
         self.invoker = invoker
+        self.webhooks = dict(webhooks or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point (uvicorn calls it once per request and once for lifespan)."""
@@ -103,6 +107,9 @@ class HttpDispatcher:
         if path == "/admin/host/status":
             await _respond(send, 200, json.dumps({"state": "Running"}).encode(), "application/json")
             return
+        if path.lower().startswith("/runtime/webhooks/"):
+            await self._webhook(scope, receive, send)
+            return
         relative = self._strip_prefix(path)
         selected = self._select(scope["method"], relative) if relative is not None else None
         if selected is None:
@@ -117,6 +124,19 @@ class HttpDispatcher:
             await _respond(send, 500, b"", "text/plain")
             return
         await _send_result(send, result)
+
+    async def _webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The host's extension endpoints (not under the route prefix, outside the app's own routes)."""
+        handler = self.webhooks.get(scope["path"].lower().removeprefix("/runtime/webhooks/").strip("/"))
+        if handler is None:
+            await _respond(send, 404, b"", "text/plain")
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"", "text/plain")
+            return
+        request = await _function_request(scope, receive, {})
+        status, body, content_type = await handler(request.params, request.headers, request.get_body())
+        await _respond(send, status, body, content_type)
 
     def _strip_prefix(self, path: str) -> str | None:
         if not self.prefix:

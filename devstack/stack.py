@@ -1,6 +1,9 @@
 """The whole local stack in the background: Azurite, the Cosmos server and the Functions host.
 
-    python -m devstack.stack up|down|status [--app function_app:app] [--model PATH]
+    python -m devstack.stack up|down|status [--app function_app:app monitor_app:app] [--model PATH]
+
+`up` serves the whole system from one host: the API (function_app.py: HTTP + blob trigger) and the monitor
+(monitor_app.py: drift timer + retraining sweep), the two apps Azure runs separately (docs/operations.md).
 
 Fixed, documented ports: Azurite blob 10000, queue 10001, table 10002; Cosmos 8081; API 7071.
 """
@@ -216,9 +219,13 @@ def served_card(model: Path) -> Path:
     return ensure_card(model).resolve()
 
 
-def up(layout: StackLayout, *, app: str, ports: StackPorts, model: Path | None = None,
+DEFAULT_APPS = ("function_app:app", "monitor_app:app")
+
+
+def up(layout: StackLayout, *, app: str | Sequence[str] = DEFAULT_APPS, ports: StackPorts, model: Path | None = None,
        timeout: float = 120.0) -> dict[str, Any]:
     """Start Azurite, Cosmos and the host in the background, provision storage, wait for /api/health."""
+    apps = [app] if isinstance(app, str) else list(app)
     state = read_state(layout)
     if state is not None:
         alive = _alive(state)
@@ -250,7 +257,7 @@ def up(layout: StackLayout, *, app: str, ports: StackPorts, model: Path | None =
         if model is not None:
             env["MODEL_PATH"] = str(served_card(model))
         host = start_background(
-            "host", [sys.executable, "-m", "devstack.host", app, "--port", str(ports.api),
+            "host", [sys.executable, "-m", "devstack.host", *apps, "--port", str(ports.api),
                      "--settings", str(layout.settings), "--host-json", str(layout.root / "host.json")],
             log_path=layout.run_dir / "host.log", cwd=layout.root, env=env)
         started.append(host)
@@ -260,7 +267,8 @@ def up(layout: StackLayout, *, app: str, ports: StackPorts, model: Path | None =
             process.stop()
         raise
     state = {
-        "root": str(layout.root), "app": app, "started_at": datetime.now(UTC).isoformat(), "ports": asdict(ports),
+        "root": str(layout.root), "app": " ".join(apps), "started_at": datetime.now(UTC).isoformat(),
+        "ports": asdict(ports),
         "processes": {"azurite": _process_record(azurite), "cosmos": _process_record(cosmos),
                       "host": _process_record(host)},
         "provisioned": provisioned,
@@ -318,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--app", default="function_app:app", help="the FunctionApp as module:attribute")
+    parser.add_argument("--app", nargs="+", default=list(DEFAULT_APPS),
+                        help="the FunctionApps the host serves, as module:attribute (default: API and monitor)")
     parser.add_argument("--model", type=Path, help="model card or ONNX file to serve (sets MODEL_PATH)")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project directory (default: current)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /api/health")

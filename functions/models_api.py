@@ -82,7 +82,8 @@ class RetrainingRunCreate(BaseModel):
 
 
 class RetrainingRunPublic(BaseModel):
-    launched: bool = Field(description="False: this window already had a submission, returned as it is.")
+    launched: bool = Field(description="False: this window already had a submission, returned as it is. True: this "
+                           "call submitted it (status `requested`: the monitor app launches it on its next sweep).")
     record: RetrainingRecordPublic
 
 
@@ -147,7 +148,8 @@ def _record_public(record: dict[str, Any]) -> RetrainingRecordPublic:
 
 
 def _list(components: Components, limit: int, update: bool) -> RetrainingList:
-    if update and components.settings.RETRAIN_MODE != "off":
+    # the API app (RETRAIN_LAUNCH=monitor) answers with what is stored: the monitor's sweep refreshes records
+    if update and components.settings.RETRAIN_MODE != "off" and components.settings.RETRAIN_LAUNCH == "inline":
         # re-launches stale submissions and refreshes the in-flight ones of this launcher
         sweep(components.retraining_dependencies())
     records = components.retraining_store.list_records(limit)

@@ -7,6 +7,8 @@ import os
 from shared_code import telemetry
 
 
-def configure_from_settings() -> bool:
+def configure_from_settings(service_name: str = "imgclass") -> bool:
+    """`service_name` tells the two apps apart in Application Insights (cloud_RoleName)."""
     # Read directly: telemetry must not depend on the rest of the settings being valid.
-    return telemetry.configure_telemetry(os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None)
+    return telemetry.configure_telemetry(os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+                                         service_name=service_name)

@@ -38,20 +38,54 @@ param modelName string = 'mobilenetv2'
 @description('Optional. Entra tenant that issues API tokens; defaults to the deployment tenant.')
 param authTenantId string = tenant().tenantId
 
-@description('Optional. Audience (application id URI or client id) API tokens must carry.')
-param authAudience string = 'api://imgclass'
+@description('Required. Client id of the API app registration: Entra v2 access tokens carry it as their audience (aud).')
+param apiClientId string
 
 @description('Optional. Browser origins allowed to upload straight to storage.')
 param uploadCorsOrigins array = []
+
+@description('Optional. Version of the training code asset the preprovision hook computed (tools/code_asset.py); the postprovision hook registers it.')
+param amlCodeVersion string = ''
+
+@description('Optional. NCRONTAB schedule of the monitor app drift timer (six fields, UTC).')
+param driftSchedule string = '0 5 * * * *'
+
+@description('Optional. Feedback accuracy (0-1) below which the accuracy alert fires.')
+param feedbackAccuracyThreshold string = '0.7'
+
+@description('Optional. Resource id of an existing action group the alerts notify; empty: the module creates one (receivers only from alertEmails).')
+param actionGroupId string = ''
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
 }
-var functionAppName = 'func-${resourceToken}'
+// Two Flex Consumption apps from one tree (docs/operations.md): the API (function_app.py: HTTP + blob trigger)
+// and the monitor (monitor_app.py: drift timer + retraining sweep), each with its own package and identity.
+var apps = {
+  api: {
+    name: 'func-${resourceToken}'
+    service: 'api'
+  }
+  monitor: {
+    name: 'func-mon-${resourceToken}'
+    service: 'monitor'
+  }
+}
 var storageAccountName = 'st${resourceToken}'
-var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+// Deployment packages live in their own account, which no runtime identity can write (role-assignments.bicep).
+var packageAccountName = 'stpkg${take(resourceToken, 19)}'
+var packageContainers = {
+  api: 'app-package-api-${take(resourceToken, 7)}'
+  monitor: 'app-package-monitor-${take(resourceToken, 7)}'
+}
 var deadLetterContainerName = 'eventgrid-deadletter'
+// The Functions host's own containers (leases, timer schedule status, blob receipts, keys): created here so
+// that the host's roles can be scoped to them instead of the whole account.
+var hostContainers = {
+  hosts: 'azure-webjobs-hosts'
+  secrets: 'azure-webjobs-secrets'
+}
 var containers = {
   uploads: 'uploads'
   models: 'models'
@@ -68,11 +102,42 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
-module identity 'modules/identity.bicep' = {
-  name: 'identity'
+// One runtime identity per app (data access) and one per app for its deployment package only.
+module apiIdentity 'modules/identity.bicep' = {
+  name: 'identity-api'
   scope: rg
   params: {
-    name: 'id-func-${resourceToken}'
+    name: 'id-api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitorIdentity 'modules/identity.bicep' = {
+  name: 'identity-monitor'
+  scope: rg
+  params: {
+    name: 'id-monitor-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module apiPackageIdentity 'modules/identity.bicep' = {
+  name: 'identity-api-package'
+  scope: rg
+  params: {
+    name: 'id-api-pkg-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitorPackageIdentity 'modules/identity.bicep' = {
+  name: 'identity-monitor-package'
+  scope: rg
+  params: {
+    name: 'id-monitor-pkg-${resourceToken}'
     location: location
     tags: tags
   }
@@ -89,12 +154,28 @@ module storage 'modules/storage.bicep' = {
       containers.uploads
       containers.models
       containers.reports
-      deploymentContainerName
       deadLetterContainerName
+      hostContainers.hosts
+      hostContainers.secrets
     ]
     uploadsContainerName: containers.uploads
-    // The web page (/api/ui/ on the function app) PUTs uploads straight to Blob Storage with a SAS URL.
-    uploadCorsOrigins: union(['https://${functionAppName}.azurewebsites.net'], uploadCorsOrigins)
+    // The web page (/api/ui/ on the API app) PUTs uploads straight to Blob Storage with a SAS URL.
+    uploadCorsOrigins: union(['https://${apps.api.name}.azurewebsites.net'], uploadCorsOrigins)
+  }
+}
+
+module packageStorage 'modules/storage.bicep' = {
+  name: 'package-storage'
+  scope: rg
+  params: {
+    name: packageAccountName
+    location: location
+    tags: tags
+    containerNames: [
+      packageContainers.api
+      packageContainers.monitor
+    ]
+    uploadsContainerName: ''
   }
 }
 
@@ -139,9 +220,14 @@ module cosmos 'modules/cosmos.bicep' = {
         defaultTtl: -1
       }
     ]
-    dataContributorPrincipalIds: empty(principalId) ? [identity.outputs.principalId] : [identity.outputs.principalId, principalId]
+    dataContributorPrincipalIds: empty(principalId) ? runtimePrincipalIds : concat(runtimePrincipalIds, [principalId])
   }
 }
+
+var runtimePrincipalIds = [
+  apiIdentity.outputs.principalId
+  monitorIdentity.outputs.principalId
+]
 
 module machineLearning 'modules/machine-learning.bicep' = {
   name: 'machine-learning'
@@ -158,10 +244,10 @@ module machineLearning 'modules/machine-learning.bicep' = {
   }
 }
 
-// The settings shared_code.settings.Settings reads, in its UPPER_SNAKE names; tests/infra checks both ways
-// against the Settings class and infra/optional-settings.txt. No keys and no connection strings: every data
-// path authenticates as the user-assigned identity (AZURE_CLIENT_ID).
-var appSettings = {
+// The settings shared_code.settings.Settings reads, in its UPPER_SNAKE names, per app; tests/infra derives each
+// app's settings from here and checks them both ways against the code each app loads. No keys and no
+// connection strings: every data path authenticates as the app's user-assigned identity (AZURE_CLIENT_ID).
+var sharedSettings = {
   MODEL_SOURCE: 'blob'
   MODEL_NAME: modelName
   MODEL_VERSION: 'latest'
@@ -173,35 +259,79 @@ var appSettings = {
   COSMOS_DATABASE: cosmosDatabaseName
   COSMOS_RESULTS_CONTAINER: 'results'
   COSMOS_KEYS_CONTAINER: 'keys'
+  // Entra v2 access tokens: issuer .../v2.0, audience = the API registration's client id (docs/identity.md).
   AUTH_MODE: 'entra'
   AUTH_ISSUER: '${authority}/v2.0'
-  AUTH_AUDIENCE: authAudience
+  AUTH_AUDIENCE: apiClientId
   AUTH_JWKS_URL: '${authority}/discovery/v2.0/keys'
-  AZURE_CLIENT_ID: identity.outputs.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   RETRAIN_MODE: 'azureml'
+}
+
+var apiSettings = union(sharedSettings, {
+  AZURE_CLIENT_ID: apiIdentity.outputs.clientId
+  // The API package has no azure-ai-ml and no Evidently: it records retraining for the monitor's sweep and
+  // writes the verdict-only report for an on-demand drift run.
+  RETRAIN_LAUNCH: 'monitor'
+  DRIFT_REPORT: 'summary'
+})
+
+var monitorSettings = union(sharedSettings, {
+  AZURE_CLIENT_ID: monitorIdentity.outputs.clientId
+  PYTHON_SCRIPT_FILE_NAME: 'monitor_app.py'
+  // The monitor does the heavy work itself: it launches submissions and renders Evidently reports.
+  RETRAIN_LAUNCH: 'inline'
+  DRIFT_REPORT: 'evidently'
+  DRIFT_SCHEDULE: driftSchedule
   AZUREML_SUBSCRIPTION_ID: subscription().subscriptionId
   AZUREML_RESOURCE_GROUP: rg.name
   AZUREML_WORKSPACE: machineLearning.outputs.name
   AZUREML_COMPUTE: machineLearning.outputs.computeName
-}
+  // The training code registered by the postprovision hook (the package itself ships no model/ folder).
+  AZUREML_CODE: 'azureml:imgclass-training:${empty(amlCodeVersion) ? '1' : amlCodeVersion}'
+})
 
-module functionApp 'modules/function-app.bicep' = {
-  name: 'function-app'
+module apiApp 'modules/function-app.bicep' = {
+  name: 'function-app-api'
   scope: rg
   params: {
-    name: functionAppName
+    name: apps.api.name
     planName: 'plan-${resourceToken}'
     location: location
     tags: tags
-    serviceName: 'api'
-    identityResourceId: identity.outputs.resourceId
-    identityClientId: identity.outputs.clientId
+    serviceName: apps.api.service
+    identityResourceId: apiIdentity.outputs.resourceId
+    identityClientId: apiIdentity.outputs.clientId
+    packageIdentityResourceId: apiPackageIdentity.outputs.resourceId
     storageBlobEndpoint: storage.outputs.blobEndpoint
     storageQueueEndpoint: storage.outputs.queueEndpoint
     storageTableEndpoint: storage.outputs.tableEndpoint
-    deploymentContainerName: deploymentContainerName
-    appSettings: appSettings
+    packageBlobEndpoint: packageStorage.outputs.blobEndpoint
+    deploymentContainerName: packageContainers.api
+    appSettings: apiSettings
+  }
+}
+
+module monitorApp 'modules/function-app.bicep' = {
+  name: 'function-app-monitor'
+  scope: rg
+  params: {
+    name: apps.monitor.name
+    planName: 'plan-mon-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: apps.monitor.service
+    identityResourceId: monitorIdentity.outputs.resourceId
+    identityClientId: monitorIdentity.outputs.clientId
+    packageIdentityResourceId: monitorPackageIdentity.outputs.resourceId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    packageBlobEndpoint: packageStorage.outputs.blobEndpoint
+    deploymentContainerName: packageContainers.monitor
+    appSettings: monitorSettings
+    // Evidently, pandas and one model in memory; one tick at a time needs no scale-out.
+    instanceMemoryMB: 4096
   }
 }
 
@@ -213,7 +343,7 @@ module blobEvents 'modules/blob-events.bicep' = {
     systemTopicName: 'evgt-${resourceToken}'
     location: location
     tags: tags
-    functionAppName: functionApp.outputs.name
+    functionAppName: apiApp.outputs.name
     uploadsContainerName: containers.uploads
     deadLetterContainerName: deadLetterContainerName
     subscribe: blobEventsSubscribed
@@ -224,10 +354,19 @@ module roleAssignments 'modules/role-assignments.bicep' = {
   name: 'role-assignments'
   scope: rg
   params: {
-    appPrincipalId: identity.outputs.principalId
+    apiPrincipalId: apiIdentity.outputs.principalId
+    monitorPrincipalId: monitorIdentity.outputs.principalId
+    apiPackagePrincipalId: apiPackageIdentity.outputs.principalId
+    monitorPackagePrincipalId: monitorPackageIdentity.outputs.principalId
     storageAccountName: storage.outputs.name
+    packageAccountName: packageStorage.outputs.name
+    apiPackageContainerName: packageContainers.api
+    monitorPackageContainerName: packageContainers.monitor
+    hostsContainerName: hostContainers.hosts
+    secretsContainerName: hostContainers.secrets
     modelsContainerName: containers.models
     uploadsContainerName: containers.uploads
+    reportsContainerName: containers.reports
     deadLetterContainerName: deadLetterContainerName
     applicationInsightsName: monitoring.outputs.name
     amlWorkspaceName: machineLearning.outputs.name
@@ -260,39 +399,49 @@ module alerts 'modules/alerts.bicep' = {
     namePrefix: 'imgclass-${environmentName}'
     applicationInsightsId: monitoring.outputs.resourceId
     alertEmails: emailList
+    actionGroupId: actionGroupId
+    feedbackAccuracyThreshold: feedbackAccuracyThreshold
     location: location
     tags: tags
   }
 }
 
-// --- outputs: azd writes them to .azure/<env>/.env; app settings keep the same names -----------------------
+// --- outputs: azd writes them to .azure/<env>/.env; the API app's settings keep the same names -------------
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_NAME string = apiApp.outputs.name
+output AZURE_MONITOR_APP_NAME string = monitorApp.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_PACKAGE_ACCOUNT_NAME string = packageStorage.outputs.name
+output SERVICE_API_URI string = 'https://${apiApp.outputs.defaultHostName}'
 output BLOB_EVENTS_SYSTEM_TOPIC string = blobEvents.outputs.name
+output AZUREML_CODE_NAME string = 'imgclass-training'
 
-output MODEL_SOURCE string = appSettings.MODEL_SOURCE
-output MODEL_NAME string = appSettings.MODEL_NAME
-output MODEL_VERSION string = appSettings.MODEL_VERSION
-output STORAGE_ACCOUNT_URL string = appSettings.STORAGE_ACCOUNT_URL
-output UPLOADS_CONTAINER string = appSettings.UPLOADS_CONTAINER
-output MODELS_CONTAINER string = appSettings.MODELS_CONTAINER
-output REPORTS_CONTAINER string = appSettings.REPORTS_CONTAINER
-output COSMOS_ENDPOINT string = appSettings.COSMOS_ENDPOINT
-output COSMOS_DATABASE string = appSettings.COSMOS_DATABASE
-output COSMOS_RESULTS_CONTAINER string = appSettings.COSMOS_RESULTS_CONTAINER
-output COSMOS_KEYS_CONTAINER string = appSettings.COSMOS_KEYS_CONTAINER
-output AUTH_MODE string = appSettings.AUTH_MODE
-output AUTH_ISSUER string = appSettings.AUTH_ISSUER
-output AUTH_AUDIENCE string = appSettings.AUTH_AUDIENCE
-output AUTH_JWKS_URL string = appSettings.AUTH_JWKS_URL
-output AZURE_CLIENT_ID string = appSettings.AZURE_CLIENT_ID
-output APPLICATIONINSIGHTS_CONNECTION_STRING string = appSettings.APPLICATIONINSIGHTS_CONNECTION_STRING
-output RETRAIN_MODE string = appSettings.RETRAIN_MODE
-output AZUREML_SUBSCRIPTION_ID string = appSettings.AZUREML_SUBSCRIPTION_ID
-output AZUREML_RESOURCE_GROUP string = appSettings.AZUREML_RESOURCE_GROUP
-output AZUREML_WORKSPACE string = appSettings.AZUREML_WORKSPACE
-output AZUREML_COMPUTE string = appSettings.AZUREML_COMPUTE
+output MODEL_SOURCE string = apiSettings.MODEL_SOURCE
+output MODEL_NAME string = apiSettings.MODEL_NAME
+output MODEL_VERSION string = apiSettings.MODEL_VERSION
+output STORAGE_ACCOUNT_URL string = apiSettings.STORAGE_ACCOUNT_URL
+output UPLOADS_CONTAINER string = apiSettings.UPLOADS_CONTAINER
+output MODELS_CONTAINER string = apiSettings.MODELS_CONTAINER
+output REPORTS_CONTAINER string = apiSettings.REPORTS_CONTAINER
+output COSMOS_ENDPOINT string = apiSettings.COSMOS_ENDPOINT
+output COSMOS_DATABASE string = apiSettings.COSMOS_DATABASE
+output COSMOS_RESULTS_CONTAINER string = apiSettings.COSMOS_RESULTS_CONTAINER
+output COSMOS_KEYS_CONTAINER string = apiSettings.COSMOS_KEYS_CONTAINER
+output AUTH_MODE string = apiSettings.AUTH_MODE
+output AUTH_ISSUER string = apiSettings.AUTH_ISSUER
+output AUTH_AUDIENCE string = apiSettings.AUTH_AUDIENCE
+output AUTH_JWKS_URL string = apiSettings.AUTH_JWKS_URL
+output AZURE_CLIENT_ID string = apiSettings.AZURE_CLIENT_ID
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = apiSettings.APPLICATIONINSIGHTS_CONNECTION_STRING
+output RETRAIN_MODE string = apiSettings.RETRAIN_MODE
+output RETRAIN_LAUNCH string = apiSettings.RETRAIN_LAUNCH
+output DRIFT_REPORT string = apiSettings.DRIFT_REPORT
+output DRIFT_SCHEDULE string = monitorSettings.DRIFT_SCHEDULE
+output AZUREML_SUBSCRIPTION_ID string = monitorSettings.AZUREML_SUBSCRIPTION_ID
+output AZUREML_RESOURCE_GROUP string = monitorSettings.AZUREML_RESOURCE_GROUP
+output AZUREML_WORKSPACE string = monitorSettings.AZUREML_WORKSPACE
+output AZUREML_COMPUTE string = monitorSettings.AZUREML_COMPUTE
+output AZUREML_CODE string = monitorSettings.AZUREML_CODE
+output MONITOR_CLIENT_ID string = monitorSettings.AZURE_CLIENT_ID

@@ -3,7 +3,9 @@
 AZURE_ENV_NAME ?= imgclass-dev
 AZURE_LOCATION ?= swedencentral
 ALERT_EMAILS ?=
-AZ_DEPLOYMENT_PARAMS = environmentName=$(AZURE_ENV_NAME) location=$(AZURE_LOCATION) alertEmails="$(ALERT_EMAILS)"
+API_CLIENT_ID ?=
+AZ_DEPLOYMENT_PARAMS = environmentName=$(AZURE_ENV_NAME) location=$(AZURE_LOCATION) alertEmails="$(ALERT_EMAILS)" \
+  apiClientId="$(API_CLIENT_ID)" amlCodeVersion="$$($(PY) -m tools.code_asset version)"
 
 .PHONY: test-infra
 test-infra: .venv/.installed ## Bicep, KQL, workflow and telemetry tests (no Azure needed)
@@ -28,8 +30,9 @@ provision: ## Create or update the Azure resources without azd (az deployment su
 	@echo "outputs written to .run/azure-outputs.json"
 
 .PHONY: publish
-publish: ## Publish the code with Core Tools (remote build) to the app from `make provision`
-	func azure functionapp publish "$$(jq -r .AZURE_FUNCTION_APP_NAME.value .run/azure-outputs.json)" --python
+publish: package ## Publish dist/api and dist/monitor as built (no remote build) to the apps from `make provision`
+	cd dist/api && func azure functionapp publish "$$(jq -r .AZURE_FUNCTION_APP_NAME.value ../../.run/azure-outputs.json)" --python --no-build
+	cd dist/monitor && func azure functionapp publish "$$(jq -r .AZURE_MONITOR_APP_NAME.value ../../.run/azure-outputs.json)" --python --no-build
 
 .PHONY: smoke
 smoke: ## GET /api/health on the deployed app from `make provision`

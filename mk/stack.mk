@@ -1,5 +1,6 @@
 # Local Azure stack pieces (docs/local-stack.md). `make up` / `make down` in the Makefile call the same command.
-STACK_APP ?= function_app:app
+# The API and the monitor in one host (Azure runs them as two apps: docs/operations.md).
+STACK_APP ?= function_app:app monitor_app:app
 
 .PHONY: stack-up stack-down stack-status stack-test
 

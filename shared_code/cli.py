@@ -100,6 +100,7 @@ def retrain_job_yaml_command(args: argparse.Namespace) -> int:
                         task=settings.RETRAIN_TASK, examples=(), manifest_blob=manifest_blob_name(job),
                         tags={"window": args.window, "base_model": f"{name}:{args.base_version}"})
     text = job_yaml(build_job(spec, config, work=args.work.resolve()))
+    args.work.mkdir(parents=True, exist_ok=True)  # nothing is staged there when AZUREML_CODE names an asset
     (args.work / "job.yml").write_text(text, encoding="utf-8")
     print(text, end="")
     return 0

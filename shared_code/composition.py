@@ -32,7 +32,7 @@ from shared_code.identity.rate_limit import TokenBucketLimiter
 from shared_code.identity.shared_limit import CombinedLimiter, Limiter, SharedWindowLimiter
 from shared_code.inference.imaging import ImageLimits
 from shared_code.inference.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
-from shared_code.results.blob_store import BlobStore
+from shared_code.results.blob_store import BlobStore, request_retry_policy
 from shared_code.results.service import ClassificationService
 from shared_code.results.store import ResultsStore
 from shared_code.settings import Settings
@@ -58,7 +58,10 @@ def blob_service(settings: Settings) -> tuple[BlobServiceClient, str | None]:
     from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - the Azure path only
 
     credential = DefaultAzureCredential(managed_identity_client_id=settings.AZURE_CLIENT_ID or None)
-    return BlobServiceClient(settings.STORAGE_ACCOUNT_URL, credential=credential), None
+    # Bounded retries: this client serves HTTP requests (see request_retry_policy).
+    service = BlobServiceClient(settings.STORAGE_ACCOUNT_URL, credential=credential,
+                                retry_policy=request_retry_policy())
+    return service, None
 
 
 def drift_thresholds(settings: Settings) -> DriftThresholds:
@@ -258,7 +261,9 @@ class Components:
         return DriftDependencies(
             results=self.results.container, store=self.drift_store, reports=self.reports,
             pipeline=self.models.current, thresholds=drift_thresholds(self.settings),
-            min_corrections=self.settings.RETRAIN_MIN_CORRECTIONS)
+            min_corrections=self.settings.RETRAIN_MIN_CORRECTIONS,
+            # the API app (DRIFT_REPORT=summary) has no Evidently: the verdict table is its report
+            evidently_report=self.settings.DRIFT_REPORT == "evidently")
 
     # --- retraining ---------------------------------------------------------------------------------
     @property
@@ -274,6 +279,11 @@ class Components:
         """The launcher RETRAIN_MODE names (each imports its own heavy parts only when used)."""
         def build() -> Launcher:
             s = self.settings
+            if s.RETRAIN_MODE != "off" and s.RETRAIN_LAUNCH == "monitor":
+                from shared_code.retraining.submission import DeferredLauncher  # noqa: PLC0415
+
+                # the API app: records submissions for the monitor's sweep, imports no launcher (no azure-ai-ml)
+                return DeferredLauncher(s.RETRAIN_MODE)
             if s.RETRAIN_MODE == "local":
                 from shared_code.retraining.local import LocalLauncher, default_work_root  # noqa: PLC0415
 
@@ -306,4 +316,5 @@ class Components:
             uploads=self.blobs.service.get_container_client(s.UPLOADS_CONTAINER), models=models,
             launcher=launcher or self.launcher, served=served, task=s.RETRAIN_TASK,
             extra_args=split_args(s.RETRAIN_TRAIN_ARGS), lookback=timedelta(days=s.RETRAIN_LOOKBACK_DAYS),
-            min_images=s.RETRAIN_MIN_IMAGES, per_user_cap=s.RETRAIN_MAX_CORRECTIONS_PER_USER)
+            min_images=s.RETRAIN_MIN_IMAGES, launch_inline=s.RETRAIN_LAUNCH == "inline",
+            per_user_cap=s.RETRAIN_MAX_CORRECTIONS_PER_USER)

@@ -2,18 +2,29 @@
 
 Names are UPPER_SNAKE and identical in `local.settings.sample.json`, this class and the Bicep outputs.
 In Azure every data path uses the managed identity; the connection-string and key settings exist for the
-local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure).
+local emulators only and are rejected when `AUTH_MODE=entra` (i.e. in Azure) unless they name an emulator on
+loopback (the offline rehearsal of the Azure settings). In entra mode the identity settings must have the
+shape Entra v2.0 access tokens have (see `_check_entra`, docs/identity.md).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "<secret>", "replace-me"})
+# Entra writes ids in lower case and the claims are compared exactly, so upper case is a misconfiguration.
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# The v2.0 issuer Entra ID writes into access tokens: always the tenant id (never a domain name), per cloud.
+ENTRA_V2_ISSUER = re.compile(
+    rf"^https://login\.(?:microsoftonline\.com|microsoftonline\.us|chinacloudapi\.cn)/(?P<tenant>{_GUID})/v2\.0$")
+ENTRA_CLIENT_ID = re.compile(rf"^{_GUID}$")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class SettingsError(RuntimeError):
@@ -116,6 +127,16 @@ class Settings(BaseSettings):
     RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
                                       description="Python with torch for RETRAIN_MODE=local (relative: repo root).")
     RETRAIN_WORK_DIR: str = Field(default="", description="Local training folders; default: temp dir.")
+    # Where the drift and retraining work runs (docs/operations.md): the API app deploys without Evidently and
+    # azure-ai-ml, so it records a retraining request for the monitor app's sweep to launch ("monitor") and its
+    # on-demand drift run writes the summary report ("summary"); the monitor (and a local all-in-one host)
+    # keeps the defaults and does both itself.
+    RETRAIN_LAUNCH: Literal["inline", "monitor"] = Field(
+        default="inline", description="inline: submissions launch in this process; monitor: recorded as "
+        "'requested' and launched by the monitor's next sweep.")
+    DRIFT_REPORT: Literal["evidently", "summary"] = Field(
+        default="evidently", description="evidently: the full Evidently HTML report; summary: the verdict table only "
+        "(no Evidently import).")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -124,13 +145,53 @@ class Settings(BaseSettings):
         if self.AUTH_MODE == "local" and len(self.AUTH_SIGNING_KEY) < 32:
             raise ValueError("AUTH_SIGNING_KEY must be at least 32 characters (HS256 key strength)")
         if self.AUTH_MODE == "entra":
-            if not self.AUTH_JWKS_URL:
-                raise ValueError("AUTH_JWKS_URL is required when AUTH_MODE=entra")
-            if self.COSMOS_KEY or self.STORAGE_CONNECTION_STRING:
-                raise ValueError("COSMOS_KEY / STORAGE_CONNECTION_STRING are local-only: Azure uses managed identity")
+            self._check_entra()
+            # Keys and connection strings exist for the emulators only; on loopback they are allowed in entra mode
+            # too, so the rehearsal runs with the settings Bicep gives (the Cosmos emulator has no Entra auth).
+            if self.COSMOS_KEY and not _is_loopback_url(self.COSMOS_ENDPOINT):
+                raise ValueError("COSMOS_KEY is local-only (an emulator on loopback): Azure uses managed identity")
+            if self.STORAGE_CONNECTION_STRING and not _is_loopback_storage(self.STORAGE_CONNECTION_STRING):
+                raise ValueError("STORAGE_CONNECTION_STRING is local-only (Azurite on loopback): Azure uses managed "
+                                 "identity (STORAGE_ACCOUNT_URL)")
+            if not self.COSMOS_VERIFY_TLS and not _is_loopback_url(self.COSMOS_ENDPOINT):
+                raise ValueError("COSMOS_VERIFY_TLS=false is for the local emulator's self-signed certificate only")
         if self.MODEL_SOURCE == "blob" and not self.MODEL_NAME:
             raise ValueError("MODEL_NAME is required when MODEL_SOURCE=blob")
         return self
+
+    def _check_entra(self) -> None:
+        """Entra v2 access tokens: `iss` names the tenant id, `aud` is the API's client id (docs/identity.md)."""
+        if not ENTRA_V2_ISSUER.fullmatch(self.AUTH_ISSUER):
+            raise ValueError("AUTH_ISSUER must be the Entra v2.0 issuer https://login.microsoftonline.com/"
+                             "<tenant id>/v2.0 (lower-case GUID) when AUTH_MODE=entra")
+        if not ENTRA_CLIENT_ID.fullmatch(self.AUTH_AUDIENCE):
+            raise ValueError("AUTH_AUDIENCE must be the API's client id (a lower-case GUID) when AUTH_MODE=entra: "
+                             "v2 access tokens carry it as `aud`, not the application id URI")
+        if not self.AUTH_JWKS_URL:
+            raise ValueError("AUTH_JWKS_URL is required when AUTH_MODE=entra")
+        jwks = urlsplit(self.AUTH_JWKS_URL)
+        # Plain HTTP only to this machine (the local issuer of the rehearsal); anything else could be spoofed.
+        if not (jwks.scheme == "https" or (jwks.scheme == "http" and jwks.hostname in _LOOPBACK_HOSTS)):
+            raise ValueError("AUTH_JWKS_URL must use https (plain http only on loopback)")
+
+    @property
+    def entra_tenant_id(self) -> str:
+        """The tenant id in AUTH_ISSUER (AUTH_MODE=entra); empty otherwise."""
+        match = ENTRA_V2_ISSUER.fullmatch(self.AUTH_ISSUER)
+        return match["tenant"] if match else ""
+
+
+def _is_loopback_url(url: str) -> bool:
+    return urlsplit(url).hostname in _LOOPBACK_HOSTS
+
+
+def _is_loopback_storage(connection_string: str) -> bool:
+    """True when every endpoint the connection string names is on this machine (Azurite)."""
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        return True
+    endpoints = [value for name, value in parts.items() if name.endswith("Endpoint")]
+    return bool(endpoints) and all(_is_loopback_url(endpoint) for endpoint in endpoints)
 
 
 def load_settings() -> Settings:

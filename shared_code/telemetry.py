@@ -34,6 +34,8 @@ METRIC_BLOB_LAG_SECONDS = "imgclass.blob_lag_seconds"
 METRIC_DRIFT_SHARE = "imgclass.drift_share"
 METRIC_DRIFT_RUNS = "imgclass.drift_runs"
 METRIC_RETRAINING_RUNS = "imgclass.retraining_runs"
+# Top-1 accuracy of a drift window's predictions that users gave feedback on (confirmed or corrected).
+METRIC_FEEDBACK_ACCURACY = "imgclass.feedback_accuracy"
 
 # --- dimension names (customMetrics.customDimensions keys) ---------------------------------------------------
 DIM_MODEL_NAME = "model_name"
@@ -56,6 +58,7 @@ EMITTED_METRICS: dict[str, frozenset[str]] = {
     METRIC_DRIFT_SHARE: frozenset({DIM_DRIFT_DETECTED}),
     METRIC_DRIFT_RUNS: frozenset({DIM_DRIFT_DETECTED}),
     METRIC_RETRAINING_RUNS: frozenset({DIM_RETRAINING_EVENT, DIM_MODEL_VERSION}),
+    METRIC_FEEDBACK_ACCURACY: frozenset({DIM_MODEL_NAME, DIM_MODEL_VERSION}),
 }
 
 RETRAINING_EVENTS = frozenset({"started", "succeeded", "failed", "promoted", "rejected"})
@@ -115,6 +118,7 @@ class _Instruments:
     drift_share: Histogram
     drift_runs: Counter
     retraining_runs: Counter
+    feedback_accuracy: Histogram
 
 
 @lru_cache(maxsize=1)
@@ -136,6 +140,8 @@ def _instruments() -> _Instruments:
         drift_runs=meter.create_counter(METRIC_DRIFT_RUNS, unit="1", description="Drift checks, by outcome"),
         retraining_runs=meter.create_counter(METRIC_RETRAINING_RUNS, unit="1",
                                              description="Retraining lifecycle events"),
+        feedback_accuracy=meter.create_histogram(METRIC_FEEDBACK_ACCURACY, unit="1",
+                                                 description="Accuracy on a window's predictions with feedback"),
     )
 
 
@@ -199,6 +205,14 @@ def record_drift(*, drift_share: float, drift_detected: bool, window_id: str, si
     log("drift check %s: share %.3f, detected=%s", window_id, drift_share, detected,
         extra={"event": "drift", "window_id": window_id, "drift_share": drift_share,
                DIM_DRIFT_DETECTED: detected, "signals": ",".join(signals)})
+
+
+def record_feedback_accuracy(*, accuracy: float, rows: int, model_name: str, model_version: str,
+                             window_id: str) -> None:
+    """Record a window's accuracy on the predictions users gave feedback on (the accuracy alert reads it)."""
+    _instruments().feedback_accuracy.record(accuracy, {DIM_MODEL_NAME: model_name, DIM_MODEL_VERSION: model_version})
+    logger.info("feedback accuracy %s: %.3f over %d rows", window_id, accuracy, rows,
+                extra={"event": "feedback_accuracy", "window_id": window_id, "accuracy": accuracy, "rows": rows})
 
 
 def record_retraining(*, event: str, window_id: str, model_version: str | None = None) -> None:

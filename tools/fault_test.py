@@ -2,13 +2,16 @@
 
     python -m tools.fault_test [--uploads 500] [--kills 20] [--fault-rate 0.05] [--bad-share 0.05] [--seed 1]
 
-Starts Azurite, the Cosmos server and the local Functions host (`devstack.host` with the real app) on free
-loopback ports in a scratch folder; the host runs with `DEVSTACK_FAULTS` (devstack/faults.py), so a share of
-its Cosmos and Storage requests fail with 429/503/408 (Cosmos) or 503 (Storage), some after the request was
-executed. A client grants and PUTs the uploads through SAS URLs (about 5 % planted bad images: truncated
-JPEGs and random bytes), while the host is SIGKILLed and restarted `--kills` times (preferably while blob
-invocations are in flight) and Azurite is restarted once (it keeps its data in `--location`). Then it waits
-until every upload has its final result and counts result documents per upload.
+Starts Azurite, the Cosmos server, the local Functions host (`devstack.host` with the real app) and, as a
+separate process, the local Event Grid (`devstack.event_grid`: it POSTs BlobCreated events to the host's blobs
+webhook, retries while the host is down, dead-letters after its last attempt, and re-sends and delays a share
+of the events, `--duplicates` / `--reorder`) on free loopback ports in a scratch folder. The host runs with
+`DEVSTACK_FAULTS` (devstack/faults.py), so a share of its Cosmos and Storage requests fail with 429/503/408
+(Cosmos) or 503 (Storage), some after the request was executed. A client grants and PUTs the uploads through
+SAS URLs (about 5 % planted bad images: truncated JPEGs and random bytes), while the host is SIGKILLed and
+restarted `--kills` times (preferably while blob invocations are in flight) and Azurite is restarted once (it
+keeps its data in `--location`). Then it waits until every upload has its final result and counts result
+documents per upload.
 
 With `--erase-users N` the last N users erase their accounts (`DELETE /api/me`) once all their uploads are in,
 while the host is still processing them and may still be killed and redeliver; with `--corrections N`, N
@@ -102,6 +105,9 @@ class LocalStack:
     azurite: Azurite | None = None
     cosmos: CosmosServer | None = None
     host: ManagedProcess | None = None
+    event_grid: ManagedProcess | None = None
+    duplicates: float = 0.0
+    reorder: float = 0.0
     host_runs: int = 0
 
     @property
@@ -146,6 +152,32 @@ class LocalStack:
         (self.workdir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}),
                                                           encoding="utf-8")
         self.start_host()
+        self.start_event_grid()
+
+    def start_event_grid(self) -> None:
+        """Start the local Event Grid as its own process: host kills do not touch it, as in Azure."""
+        from devstack.event_grid import webhook_url  # noqa: PLC0415
+
+        webhook = webhook_url(f"http://{LOOPBACK}:{self.ports.api}", BLOB_FUNCTION)
+        command = [sys.executable, "-m", "devstack.event_grid", "--connection-string", self.storage,
+                   "--container", "uploads", "--webhook", webhook, "--poll-seconds", "0.5", "--retry-scale", "0.05",
+                   "--duplicates", str(self.duplicates), "--reorder", str(self.reorder), "--seed", "11"]
+        self.event_grid = start_background("event-grid", command, log_path=self.event_grid_log, cwd=PROJECT_ROOT,
+                                           env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+
+    @property
+    def event_grid_log(self) -> Path:
+        """The local Event Grid's log (its last line carries its counters)."""
+        return self.workdir / "event-grid.log"
+
+    def event_grid_stats(self) -> dict[str, Any]:
+        """Counters the local Event Grid logged when it stopped (empty if it did not)."""
+        with contextlib.suppress(FileNotFoundError):
+            for line in reversed(self.event_grid_log.read_text(encoding="utf-8", errors="replace").splitlines()):
+                if " stopped: " in line:
+                    stats: dict[str, Any] = json.loads(line.split(" stopped: ", 1)[1])
+                    return stats
+        return {}
 
     def start_azurite(self) -> None:
         """Start (or start again) Azurite on the stack's ports; its data folder survives restarts."""
@@ -177,7 +209,8 @@ class LocalStack:
         command = [sys.executable, "-m", "devstack.host", "function_app:app", "--port", str(self.ports.api),
                    "--settings", str(self.workdir / "local.settings.json"),
                    "--host-json", str(PROJECT_ROOT / "host.json"), "--blob-workers", str(self.blob_workers),
-                   "--blob-poll-seconds", "0.5", "--blob-retry-seconds", "0.5"]
+                   "--blob-poll-seconds", "0.5", "--blob-retry-seconds", "0.5", "--blob-visibility-seconds", "5",
+                   "--event-grid", "external"]
         self.host = start_background("host", command, log_path=self.host_log(self.host_runs), cwd=PROJECT_ROOT,
                                      env=self.host_env(self.host_runs))
         deadline = time.monotonic() + timeout
@@ -207,7 +240,7 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop whatever is running (host first, gracefully)."""
-        for process in (self.host, self.cosmos, self.azurite):
+        for process in (self.host, self.event_grid, self.cosmos, self.azurite):
             if process is not None:
                 with contextlib.suppress(Exception):
                     process.stop()
@@ -219,6 +252,18 @@ class LocalStack:
         warnings.filterwarnings("ignore", message=r"Unverified HTTPS request")
         client = CosmosClient(self.cosmos_endpoint, COSMOS_EMULATOR_KEY, connection_verify=False)
         return client.get_database_client("imgclass").get_container_client(name)
+
+    def poisoned(self) -> int:
+        """Messages the host moved to the blob-trigger poison queue (dequeued more than poisonBlobThreshold)."""
+        from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415
+        from azure.storage.queue import QueueClient  # noqa: PLC0415
+
+        from devstack.blob_queue import POISON_QUEUE  # noqa: PLC0415
+
+        queue = QueueClient.from_connection_string(self.storage, POISON_QUEUE)
+        with contextlib.suppress(ResourceNotFoundError):
+            return int(queue.get_queue_properties().approximate_message_count or 0)
+        return 0
 
     def blob_etags(self) -> dict[str, str]:
         """Current ETag of every blob in the uploads container, by blob name."""
@@ -562,6 +607,8 @@ class FaultTestConfig:
     model: str = ""  # a model card; default: the tiny test model
     erase_users: int = 0  # the last N users erase their accounts mid-run (make fault-test: 2)
     corrections: int = 0  # finished results corrected mid-run (make fault-test: 25)
+    duplicates: float = 0.05  # share of Event Grid events delivered twice
+    reorder: float = 0.05  # share of Event Grid events held back so that later ones overtake them
 
 
 @contextlib.contextmanager
@@ -582,7 +629,8 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
     card = Path(config.model) if config.model else tiny_model(workdir / "model")
     faults = (f"cosmos:{config.fault_rate},storage:{config.fault_rate},after={config.after_share}"
               if config.fault_rate > 0 else "")
-    stack = LocalStack(workdir, card, faults=faults, blob_workers=config.blob_workers)
+    stack = LocalStack(workdir, card, faults=faults, blob_workers=config.blob_workers,
+                       duplicates=config.duplicates, reorder=config.reorder)
     deadline = began + config.timeout_s
     try:
         stack.start()
@@ -621,6 +669,7 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
         wait_for_results(stack, kept, deadline)
         quiesced_s = time.monotonic() - began
         stack.host.stop()  # type: ignore[union-attr]  # graceful: drains, then the counts are final
+        stack.event_grid.stop()  # type: ignore[union-attr]  # SIGTERM: it logs its counters
         summary = summarise(stack, kept, corrected)
         resurrected = leftovers(stack, erased_users)
         faults_seen, requests_seen = read_fault_log(stack.fault_log)
@@ -639,6 +688,10 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
             "deliveries": count_deliveries([stack.host_log(r) for r in range(1, stack.host_runs + 1)]),
             "max_attempts_seen": summary["max_attempts_seen"],
             "erased_users": len(erased_users), "erased_uploads": len(erased), "corrections": len(corrected),
+            "poisoned": stack.poisoned(),
+            "event_grid": {key: value for key, value in stack.event_grid_stats().items()
+                           if key in ("published", "delivered", "attempts", "failed_attempts", "duplicates_sent",
+                                      "reordered", "dead_lettered")},
             "result_documents": summary["documents"], "abandoned_grants": summary["abandoned_grants"],
             "abandoned_statuses": summary["abandoned_statuses"],
             "client": {"grant_retries": client.grant_retries, "grant_5xx": client.grant_5xx,
@@ -676,6 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--blob-workers", type=int, default=defaults.blob_workers)
     parser.add_argument("--upload-seconds", type=float, default=defaults.upload_seconds)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds for the whole run")
+    parser.add_argument("--duplicates", type=float, default=defaults.duplicates,
+                        help="share of Event Grid events delivered twice")
+    parser.add_argument("--reorder", type=float, default=defaults.reorder,
+                        help="share of Event Grid events delivered late (others overtake them)")
     parser.add_argument("--model", default="", help="model card to serve (default: the tiny test model)")
     parser.add_argument("--erase-users", type=int, default=2, help="users that erase their accounts mid-run")
     parser.add_argument("--corrections", type=int, default=25, help="results corrected mid-run")
@@ -685,7 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              after_share=args.after_share, bad_share=args.bad_share, users=args.users,
                              seed=args.seed, azurite_restarts=args.azurite_restarts, blob_workers=args.blob_workers,
                              upload_seconds=args.upload_seconds, timeout_s=args.timeout, model=args.model,
-                             erase_users=args.erase_users, corrections=args.corrections)
+                             erase_users=args.erase_users, corrections=args.corrections,
+                             duplicates=args.duplicates, reorder=args.reorder)
     with scratch(args.workdir) as workdir:
         summary = run(config, workdir)
     summary["passed"] = passed(summary)

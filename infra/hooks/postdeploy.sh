@@ -26,10 +26,11 @@ if [ -z "${key:-}" ]; then
   exit 1
 fi
 
+# Only the subscription is deployed (the topic is `existing` there), so the topic keeps its tags (azd-env-name).
 az deployment group create -g "$AZURE_RESOURCE_GROUP" --name blob-events-subscription \
-  --template-file infra/modules/blob-events.bicep \
+  --template-file infra/modules/blob-events-subscription.bicep \
   --parameters storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" systemTopicName="$BLOB_EVENTS_SYSTEM_TOPIC" \
-               functionAppName="$AZURE_FUNCTION_APP_NAME" subscribe=true \
+               functionAppName="$AZURE_FUNCTION_APP_NAME" \
   --output none
 # Later `azd provision` runs keep the subscription instead of skipping it.
 if command -v azd >/dev/null 2>&1 && [ -n "${AZURE_ENV_NAME:-}" ]; then azd env set BLOB_EVENTS_SUBSCRIBED true; fi

@@ -1,5 +1,5 @@
 metadata name = 'Alerts'
-metadata description = 'Action group with e-mail receivers and log alert rules on Application Insights.'
+metadata description = 'Log alert rules on Application Insights and an action group (optional e-mail receivers, or an existing group).'
 
 @description('Required. Short prefix for the alert rule names.')
 param namePrefix string
@@ -7,8 +7,15 @@ param namePrefix string
 @description('Required. Resource id of the Application Insights component the rules query.')
 param applicationInsightsId string
 
-@description('Optional. E-mail addresses notified when an alert fires; none leaves the rules without receivers.')
-param alertEmails string[] = []
+// A plain `array`, not `string[]`: Checkov's Bicep parser rejects typed arrays.
+@description('Optional. E-mail addresses notified when an alert fires; none leaves the rules without receivers (they still fire in the portal).')
+param alertEmails array = []
+
+@description('Optional. Resource id of an existing action group to notify instead of creating one.')
+param actionGroupId string = ''
+
+@description('Optional. Feedback accuracy (0-1, as text: Bicep has no decimal literal) below which the accuracy alert fires.')
+param feedbackAccuracyThreshold string = '0.7'
 
 @description('Optional. Location of the rules (the component region).')
 param location string = resourceGroup().location
@@ -31,6 +38,7 @@ var rules = [
     query: loadTextContent('../alerts/drift-detected.kql')
     measure: 'DriftedRuns'
     aggregation: 'Total'
+    operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT1H'
     window: 'PT1H'
@@ -42,6 +50,7 @@ var rules = [
     query: loadTextContent('../alerts/http-5xx-rate.kql')
     measure: 'ServerErrorPercent'
     aggregation: 'Average'
+    operator: 'GreaterThan'
     threshold: serverErrorPercentThreshold
     frequency: 'PT5M'
     window: 'PT15M'
@@ -53,6 +62,7 @@ var rules = [
     query: loadTextContent('../alerts/latency-p95.kql')
     measure: 'P95Ms'
     aggregation: 'Average'
+    operator: 'GreaterThan'
     threshold: latencyP95ThresholdMs
     frequency: 'PT5M'
     window: 'PT15M'
@@ -64,6 +74,7 @@ var rules = [
     query: loadTextContent('../alerts/failed-results.kql')
     measure: 'FailedResults'
     aggregation: 'Total'
+    operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT15M'
     window: 'PT15M'
@@ -75,13 +86,26 @@ var rules = [
     query: loadTextContent('../alerts/retraining-failed.kql')
     measure: 'FailedRuns'
     aggregation: 'Total'
+    operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT1H'
     window: 'PT1H'
   }
+  {
+    name: 'feedback-accuracy'
+    displayName: 'Accuracy from user feedback below threshold'
+    severity: 2
+    query: loadTextContent('../alerts/feedback-accuracy.kql')
+    measure: 'FeedbackAccuracy'
+    aggregation: 'Average'
+    operator: 'LessThan'
+    threshold: json(feedbackAccuracyThreshold)
+    frequency: 'PT1H'
+    window: 'P1D'
+  }
 ]
 
-resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (empty(actionGroupId)) {
   name: '${namePrefix}-ops'
   location: 'global'
   tags: tags
@@ -119,7 +143,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
             query: rule.query
             timeAggregation: rule.aggregation
             metricMeasureColumn: rule.measure
-            operator: 'GreaterThan'
+            operator: rule.operator
             threshold: rule.threshold
             failingPeriods: {
               numberOfEvaluationPeriods: 1
@@ -131,7 +155,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       autoMitigate: true
       actions: {
         actionGroups: [
-          actionGroup.id
+          empty(actionGroupId) ? actionGroup.id : actionGroupId
         ]
       }
     }
@@ -139,4 +163,4 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
 ]
 
 @description('The resource id of the action group.')
-output actionGroupResourceId string = actionGroup.id
+output actionGroupResourceId string = empty(actionGroupId) ? actionGroup.id : actionGroupId

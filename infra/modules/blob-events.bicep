@@ -28,12 +28,11 @@ param deadLetterContainerName string = 'eventgrid-deadletter'
 @description('Optional. Create the subscription. Its webhook only validates once the code with the trigger is deployed, so the first `azd up` creates it from the postdeploy hook.')
 param subscribe bool = false
 
+@description('Optional. Version of the Functions host keys API read for the blobs_extension key.')
+param hostKeysApiVersion string = '2024-04-01'
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
-}
-
-resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
 }
 
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
@@ -49,42 +48,18 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   }
 }
 
-resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscribe) {
-  parent: topic
-  name: 'uploads-blob-created'
-  properties: {
-    destination: {
-      endpointType: 'WebHook'
-      properties: {
-        // The blobs_extension system key exists once the host has loaded a blob trigger with source EventGrid.
-        endpointUrl: 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${listKeys('${functionApp.id}/host/default', '2024-04-01').systemKeys.blobs_extension}'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    filter: {
-      includedEventTypes: [
-        'Microsoft.Storage.BlobCreated'
-      ]
-      subjectBeginsWith: '/blobServices/default/containers/${uploadsContainerName}/blobs/'
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: 30
-      eventTimeToLiveInMinutes: 1440
-    }
-    deadLetterWithResourceIdentity: {
-      identity: {
-        type: 'SystemAssigned'
-      }
-      deadLetterDestination: {
-        endpointType: 'StorageBlob'
-        properties: {
-          resourceId: storage.id
-          blobContainerName: deadLetterContainerName
-        }
-      }
-    }
+// A conditional module, not a conditional resource: listKeys in a resource switched off by `if` is still
+// evaluated, and the first provision (no code deployed yet) has no blobs_extension key to list.
+module blobCreated 'blob-events-subscription.bicep' = if (subscribe) {
+  name: 'blob-events-subscription'
+  params: {
+    storageAccountName: storageAccountName
+    systemTopicName: topic.name
+    functionAppName: functionAppName
+    functionName: functionName
+    uploadsContainerName: uploadsContainerName
+    deadLetterContainerName: deadLetterContainerName
+    hostKeysApiVersion: hostKeysApiVersion
   }
 }
 

@@ -13,16 +13,20 @@ param tags object = {}
 @description('Optional. Name of the SQL database.')
 param databaseName string = 'imgclass'
 
-@description('Required. Containers to create, each with its partition key path.')
-param containers containerSpec[]
+// Plain `array`s, not typed ones: Checkov's Bicep parser rejects user-defined types and typed arrays.
+@description('Required. Containers to create: objects with name, partitionKeyPath and defaultTtl.')
+param containers array
 
 @description('Required. Principals (object ids) that read and write data with the built-in data contributor role.')
-param dataContributorPrincipalIds string[]
+param dataContributorPrincipalIds array
 
 // Cosmos DB Built-in Data Contributor (data plane, not Azure RBAC): 00000000-0000-0000-0000-000000000002
 var dataContributorRoleId = '00000000-0000-0000-0000-000000000002'
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  // checkov:skip=CKV_AZURE_101:public endpoint because Flex Consumption reaches it without a VNet; keys are off (disableLocalAuth), data access is Entra RBAC only
+  // checkov:skip=CKV_AZURE_99:same reason: no IP allow-list can name Flex Consumption outbound addresses
+  // checkov:skip=CKV_AZURE_100:service-managed keys; a customer-managed key needs a Key Vault the workload does not otherwise hold
   name: name
   location: location
   tags: tags
@@ -79,9 +83,14 @@ resource sqlContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/conta
   }
 ]
 
+// One at a time and after the containers: Cosmos rejects concurrent control-plane writes on an account (412).
+@batchSize(1)
 resource dataContributors 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = [
   for principalId in dataContributorPrincipalIds: {
     parent: account
+    dependsOn: [
+      sqlContainers
+    ]
     name: guid(account.id, principalId, dataContributorRoleId)
     properties: {
       roleDefinitionId: '${account.id}/sqlRoleDefinitions/${dataContributorRoleId}'
@@ -102,10 +111,3 @@ output endpoint string = account.properties.documentEndpoint
 
 @description('The name of the database.')
 output databaseName string = database.name
-
-// Decorators on type properties are left out so that pycep (tests/infra) can parse the file.
-type containerSpec = {
-  name: string
-  partitionKeyPath: string
-  defaultTtl: int
-}

@@ -33,6 +33,9 @@ param computeVmSize string = 'Standard_DS3_v2'
 param computeMaxNodes int = 2
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:Azure ML compute without a VNet reaches its workspace storage over the public endpoint; shared keys are off
+  // checkov:skip=CKV_AZURE_206:LRS: the workspace storage holds job outputs and code snapshots, which jobs recreate
+  // checkov:skip=CKV_AZURE_43:the name is computed (stml + a resource token), which Checkov cannot evaluate; it is 3-24 lowercase letters and digits
   name: storageAccountName
   location: location
   tags: tags
@@ -50,6 +53,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 }
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_110:purge protection would block azd down --purge then azd up (fixed name) for the retention period; the vault holds only workspace-managed secrets
+  // checkov:skip=CKV_AZURE_42:same reason (recoverable = purge protection); soft delete stays on for 7 days
+  // checkov:skip=CKV_AZURE_109:Azure ML reaches its vault over the public endpoint without a VNet; access is Entra RBAC only
+  // checkov:skip=CKV_AZURE_189:public endpoint for Azure ML without a VNet (as CKV_AZURE_109); RBAC only
   name: keyVaultName
   location: location
   tags: tags
@@ -62,12 +69,17 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    enablePurgeProtection: true
+    // No purge protection: with it, a deleted vault keeps this fixed name for the whole retention period and
+    // `azd down --purge` then `azd up` fails. The vault holds only secrets the workspace recreates.
+    enablePurgeProtection: false
     publicNetworkAccess: 'Enabled'
   }
 }
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_166:image quarantine needs Premium; the registry holds only the training environment Azure ML builds
+  // checkov:skip=CKV_AZURE_139:Azure ML compute without a VNet pulls over the public endpoint; admin user and anonymous pull are off
+  // checkov:skip=CKV_AZURE_163:vulnerability scanning is Defender for Containers, a subscription choice outside this template
   name: containerRegistryName
   location: location
   tags: tags
@@ -80,7 +92,10 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
   }
 }
 
-resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
+// systemDatastoresAuthMode (identity-based datastores: the storage has shared keys off) is in the preview
+// schema, not in 2024-10-01; the compute uses the same version.
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2025-01-01-preview' = {
+  // checkov:skip=CKV_AZURE_243:retraining submits from the monitor Function App, which has no VNet; access is Entra RBAC (AzureML Data Scientist)
   name: workspaceName
   location: location
   tags: tags
@@ -103,7 +118,7 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
   }
 }
 
-resource cluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-01' = {
+resource cluster 'Microsoft.MachineLearningServices/workspaces/computes@2025-01-01-preview' = {
   parent: workspace
   name: computeName
   location: location

@@ -1,17 +1,44 @@
 metadata name = 'Role assignments'
-metadata description = 'Every Azure RBAC assignment of the workload, least privilege, scoped to the resource (or container) it needs.'
+metadata description = 'Every Azure RBAC assignment of the workload, least privilege, scoped to the container (or resource) each identity needs.'
 
-@description('Required. Principal id of the Function App user-assigned identity.')
-param appPrincipalId string
+@description('Required. Principal id of the API app runtime identity (function_app.py: HTTP + blob trigger).')
+param apiPrincipalId string
 
-@description('Required. Name of the application storage account.')
+@description('Required. Principal id of the monitor app runtime identity (monitor_app.py: drift timer + retraining sweep).')
+param monitorPrincipalId string
+
+@description('Required. Principal id of the identity that holds the API app deployment package.')
+param apiPackagePrincipalId string
+
+@description('Required. Principal id of the identity that holds the monitor app deployment package.')
+param monitorPackagePrincipalId string
+
+@description('Required. Name of the application storage account (host storage and data).')
 param storageAccountName string
 
-@description('Required. Name of the models container (the only container retraining writes to).')
+@description('Required. Name of the storage account that holds the deployment packages.')
+param packageAccountName string
+
+@description('Required. Container of the API app deployment package.')
+param apiPackageContainerName string
+
+@description('Required. Container of the monitor app deployment package.')
+param monitorPackageContainerName string
+
+@description('Required. The Functions host container of leases, timer status and blob receipts (azure-webjobs-hosts).')
+param hostsContainerName string
+
+@description('Required. The Functions host container of its keys (azure-webjobs-secrets).')
+param secretsContainerName string
+
+@description('Required. Name of the models container (only retraining and the model workflow write it).')
 param modelsContainerName string
 
-@description('Required. Name of the uploads container (retraining jobs read corrected uploads from it).')
+@description('Required. Name of the uploads container.')
 param uploadsContainerName string
+
+@description('Required. Name of the drift reports container.')
+param reportsContainerName string
 
 @description('Required. Name of the container Event Grid writes dead letters to.')
 param deadLetterContainerName string
@@ -47,9 +74,9 @@ param developerPrincipalType string = 'User'
 @description('Optional. Object id of the CI deployment principal that uploads model versions; empty for none.')
 param deployPrincipalId string = ''
 
-// Built-in role definition ids, each with its role name.
+// Built-in role definition ids, each with its role name. No Storage Blob Data Owner anywhere, and no data role
+// at account scope but the delegator (a user delegation key exists only at account scope; it grants no data).
 var roles = {
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
   storageBlobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a' // Storage Blob Delegator
@@ -69,6 +96,16 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
+resource hostsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: hostsContainerName
+}
+
+resource secretsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: secretsContainerName
+}
+
 resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: modelsContainerName
@@ -79,16 +116,40 @@ resource uploadsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   name: uploadsContainerName
 }
 
+resource reportsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: reportsContainerName
+}
+
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deadLetterContainerName
+}
+
+resource packageStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: packageAccountName
+}
+
+resource packageBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: packageStorage
+  name: 'default'
+}
+
+resource apiPackageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: packageBlobService
+  name: apiPackageContainerName
+}
+
+resource monitorPackageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: packageBlobService
+  name: monitorPackageContainerName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
-resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
+resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2025-01-01-preview' existing = {
   name: amlWorkspaceName
 }
 
@@ -100,76 +161,226 @@ resource amlRegistry 'Microsoft.ContainerRegistry/registries@2023-07-01' existin
   name: amlContainerRegistryName
 }
 
-// --- the Function App identity ------------------------------------------------------------------------------
-// AzureWebJobsStorage on Flex Consumption needs Blob Data Owner (host leases, deployment package, blob trigger
-// receipts); the app's own uploads/models/reports traffic rides on the same grant.
-resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
-  scope: storage
+// --- both apps: the Functions host (AzureWebJobsStorage) -------------------------------------------------
+// Host leases, timer schedule status and blob trigger receipts, and the host keys: those two containers only.
+
+// api: host leases, timer status, blob receipts
+resource apiHostBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostsContainer.id, apiPrincipalId, roles.storageBlobDataContributor)
+  scope: hostsContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
-    principalId: appPrincipalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// The Event Grid blob trigger keeps its poison queue in AzureWebJobsStorage.
-resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageQueueDataContributor)
-  scope: storage
+// api: host keys (the blobs_extension key Event Grid calls with)
+resource apiHostSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(secretsContainer.id, apiPrincipalId, roles.storageBlobDataContributor)
+  scope: secretsContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
-    principalId: appPrincipalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// The host writes its diagnostic events to a table in AzureWebJobsStorage.
-resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageTableDataContributor)
+// api: the host writes its diagnostic events to a table (tables hold no models or code)
+resource apiHostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, apiPrincipalId, roles.storageTableDataContributor)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
-    principalId: appPrincipalId
+    principalId: apiPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// Upload grants are user delegation SAS: the key can only be requested at account scope. Explicit so that the
-// grants keep working if the data role above is ever narrowed to containers.
-resource appBlobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageBlobDelegator)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDelegator)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// Application Insights has local auth off: telemetry is written with an Entra token.
-resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(applicationInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
+// api: Application Insights has local auth off: telemetry is written with an Entra token
+resource apiMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, apiPrincipalId, roles.monitoringMetricsPublisher)
   scope: applicationInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
-    principalId: appPrincipalId
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// monitor: host leases, timer status, blob receipts
+resource monitorHostBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostsContainer.id, monitorPrincipalId, roles.storageBlobDataContributor)
+  scope: hostsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// monitor: host keys (the blobs_extension key Event Grid calls with)
+resource monitorHostSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(secretsContainer.id, monitorPrincipalId, roles.storageBlobDataContributor)
+  scope: secretsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// monitor: the host writes its diagnostic events to a table (tables hold no models or code)
+resource monitorHostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, monitorPrincipalId, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// monitor: Application Insights has local auth off: telemetry is written with an Entra token
+resource monitorMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, monitorPrincipalId, roles.monitoringMetricsPublisher)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// --- the API app ------------------------------------------------------------------------------------
+
+// The Event Grid blob trigger keeps its poison queue in AzureWebJobsStorage (queues hold no models or code).
+resource apiQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, apiPrincipalId, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Upload grants (user delegation SAS for the uploads container), the blob trigger reads, account deletion removes.
+resource apiUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploadsContainer.id, apiPrincipalId, roles.storageBlobDataContributor)
+  scope: uploadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// A user delegation key can only be requested at account scope; it grants no data access by itself (the SAS is limited to what apiUploads allows).
+resource apiBlobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, apiPrincipalId, roles.storageBlobDelegator)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDelegator)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The API serves promoted versions: read only, so no bug in the API can promote a model.
+resource apiModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, apiPrincipalId, roles.storageBlobDataReader)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Drift reports: streamed to admins, and written by an on-demand drift run (POST /api/drift/run).
+resource apiReports 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(reportsContainer.id, apiPrincipalId, roles.storageBlobDataContributor)
+  scope: reportsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// --- the monitor app --------------------------------------------------------------------------------
+
+// Retraining checks that the corrected uploads it lists still exist: read only.
+resource monitorUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploadsContainer.id, monitorPrincipalId, roles.storageBlobDataReader)
+  scope: uploadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Retraining writes the training manifest (_retraining/) and reads the served card; the jobs publish versions.
+resource monitorModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, monitorPrincipalId, roles.storageBlobDataContributor)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: monitorPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The drift timer writes each window's reports.
+resource monitorReports 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(reportsContainer.id, monitorPrincipalId, roles.storageBlobDataContributor)
+  scope: reportsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: monitorPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
 // Submitting retraining jobs (RETRAIN_MODE=azureml): data scientist, not workspace contributor.
-resource appDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(amlWorkspace.id, appPrincipalId, roles.azureMLDataScientist)
+resource monitorDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(amlWorkspace.id, monitorPrincipalId, roles.azureMLDataScientist)
   scope: amlWorkspace
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLDataScientist)
-    principalId: appPrincipalId
+    principalId: monitorPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// --- Azure Machine Learning ---------------------------------------------------------------------------------
+// --- deployment packages: each package identity its own container; no runtime identity can write them ---
+
+// The API package: azd publishes it and the platform reads it with this identity.
+resource apiPackageWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(apiPackageContainer.id, apiPackagePrincipalId, roles.storageBlobDataContributor)
+  scope: apiPackageContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPackagePrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The monitor package, likewise.
+resource monitorPackageWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(monitorPackageContainer.id, monitorPackagePrincipalId, roles.storageBlobDataContributor)
+  scope: monitorPackageContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: monitorPackagePrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// --- Azure Machine Learning ---------------------------------------------------------------------------
+
 // Identity-based datastores: the workspace reads and writes its own storage with its identity.
 resource amlWorkspaceStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(amlStorage.id, amlWorkspacePrincipalId, roles.storageBlobDataContributor)
@@ -181,6 +392,7 @@ resource amlWorkspaceStorage 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// Jobs read the registered code asset and write outputs in the workspace storage.
 resource amlComputeStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(amlStorage.id, amlComputePrincipalId, roles.storageBlobDataContributor)
   scope: amlStorage
@@ -191,6 +403,7 @@ resource amlComputeStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
+// Jobs pull the training environment image.
 resource amlComputeAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(amlRegistry.id, amlComputePrincipalId, roles.acrPull)
   scope: amlRegistry
@@ -201,8 +414,7 @@ resource amlComputeAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
-// Retraining jobs read the corrected uploads they train on (the job's `uploads` input): read-only, that
-// container only.
+// Retraining jobs read the corrected uploads they train on (the job's `uploads` input): read-only, that container only.
 resource amlComputeUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(uploadsContainer.id, amlComputePrincipalId, roles.storageBlobDataReader)
   scope: uploadsContainer
@@ -224,7 +436,9 @@ resource amlComputeModels 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// --- Event Grid ---------------------------------------------------------------------------------------------
+// --- Event Grid ---------------------------------------------------------------------------------------
+
+// Undeliverable BlobCreated events.
 resource eventGridDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(deadLetterContainer.id, eventGridPrincipalId, roles.storageBlobDataContributor)
   scope: deadLetterContainer
@@ -235,10 +449,12 @@ resource eventGridDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// --- people and pipelines (optional) ------------------------------------------------------------------------
-resource developerBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
-  name: guid(storage.id, developerPrincipalId, roles.storageBlobDataContributor)
-  scope: storage
+// --- people and pipelines (optional) ------------------------------------------------------------------
+
+// A developer running the API locally against Azure: uploads.
+resource developerUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
+  name: guid(uploadsContainer.id, developerPrincipalId, roles.storageBlobDataContributor)
+  scope: uploadsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: developerPrincipalId
@@ -246,6 +462,29 @@ resource developerBlobContributor 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
+// ... and drift reports.
+resource developerReports 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
+  name: guid(reportsContainer.id, developerPrincipalId, roles.storageBlobDataContributor)
+  scope: reportsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+  }
+}
+
+// ... reading models (publishing goes through the model workflow).
+resource developerModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
+  name: guid(modelsContainer.id, developerPrincipalId, roles.storageBlobDataReader)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+  }
+}
+
+// ... issuing upload grants.
 resource developerBlobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
   name: guid(storage.id, developerPrincipalId, roles.storageBlobDelegator)
   scope: storage
@@ -256,6 +495,7 @@ resource developerBlobDelegator 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
+// ... and registering the training code asset (postprovision hook) and submitting jobs.
 resource developerDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
   name: guid(amlWorkspace.id, developerPrincipalId, roles.azureMLDataScientist)
   scope: amlWorkspace

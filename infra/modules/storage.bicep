@@ -1,5 +1,5 @@
 metadata name = 'Application storage'
-metadata description = 'Storage account for the Functions host, uploads, models, reports and the deployment package; Entra-only.'
+metadata description = 'An Entra-only storage account and its private containers (used twice: the application data and host account, and the deployment packages account).'
 
 @description('Required. Name of the storage account (3-24 lowercase letters and digits).')
 @minLength(3)
@@ -22,10 +22,13 @@ param uploadCorsOrigins array = []
 @description('Optional. Days after which uploaded originals are deleted (results keep their predictions).')
 param uploadRetentionDays int = 30
 
-@description('Optional. Name of the uploads container, for the retention rule.')
+@description('Optional. Name of the uploads container, for the retention rule; empty for an account without uploads.')
 param uploadsContainerName string = 'uploads'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:browsers PUT uploads straight to the account with a user delegation SAS, and Flex Consumption reaches it without a VNet; data access is Entra-only
+  // checkov:skip=CKV_AZURE_59:same reason: public endpoint, no shared keys, no anonymous blobs, RBAC per container
+  // checkov:skip=CKV_AZURE_206:LRS by design: uploads expire after uploadRetentionDays and models are rebuilt by the model workflow
   name: name
   location: location
   tags: tags
@@ -82,7 +85,7 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
 ]
 
 // Originals are only needed until classified and for a while after (feedback, audits).
-resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(uploadsContainerName)) {
   parent: account
   name: 'default'
   properties: {

@@ -2,9 +2,14 @@
 
 - local: the service signs short-lived HS256 tokens itself (development and self-hosting): minted by the
   CLI (`make token`) or exchanged for an API key at `POST /api/token` (those carry a `key_id` claim);
-- entra: tokens from Entra ID (or any OIDC issuer), RS256 only, keys from the issuer's JWKS with caching
-  and a rate-limited refetch when an unknown `kid` appears (key rollover).
-`iss`, `aud`, `exp`, `nbf` and `iat` are always checked; the user id comes only from a validated token.
+- entra: access tokens from Entra ID, RS256 only, keys from the issuer's JWKS with caching and a
+  rate-limited refetch when an unknown `kid` appears (key rollover). A v2.0 token carries
+  `iss` = `https://login.microsoftonline.com/{tid}/v2.0` and `aud` = the API's client id; a v1.0 token (an
+  app registration left at `requestedAccessTokenVersion: null`) carries `iss` = `https://sts.windows.net/{tid}/`
+  and `aud` = `api://{client id}`. Both are accepted, each only with its own issuer, audience and `ver`, and
+  `tid` must be the configured tenant. `admin` comes only from app roles (`roles`): delegated scopes (`scp`)
+  are consentable, not entitlements.
+`iss`, `aud`, `exp`, `nbf` and `iat` are required and checked; the user id comes only from a validated token.
 Every failure is `Unauthorized` (401); only an unreachable JWKS endpoint is a `TransientError` (503).
 """
 
@@ -35,6 +40,25 @@ _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit", "b6
 _ALLOWED_TYPES = (None, "JWT", "jwt", "at+jwt", "application/at+jwt")
 _KID = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,128}$")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+ROLE_ONLY_SCOPES = frozenset({"admin"})  # in entra mode granted by an app role assignment, never by consent
+
+
+@dataclass(frozen=True)
+class TokenShape:
+    """One accepted (issuer, audience, version) triple: a token must match all three of one shape."""
+
+    issuer: str
+    audience: str
+    version: str | None  # None: the claim is not checked (locally issued tokens have no `ver`)
+
+
+def accepted_shapes(settings: Settings) -> tuple[TokenShape, ...]:
+    """The token shapes this deployment accepts: never an issuer of one shape with the audience of another."""
+    if settings.AUTH_MODE == "local":
+        return (TokenShape(settings.AUTH_ISSUER, settings.AUTH_AUDIENCE, None),)
+    tenant, client_id = settings.entra_tenant_id, settings.AUTH_AUDIENCE
+    return (TokenShape(settings.AUTH_ISSUER, client_id, "2.0"),
+            TokenShape(f"https://sts.windows.net/{tenant}/", f"api://{client_id}", "1.0"))
 
 
 @dataclass(frozen=True)
@@ -143,8 +167,20 @@ def _check_header(header: dict[str, Any]) -> None:
         raise Unauthorized("token type is not an access token")
 
 
+def _shape_of(settings: Settings, token: str) -> TokenShape:
+    """The shape whose issuer the (not yet verified) token names; `jwt.decode` then verifies all of it."""
+    issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    for shape in accepted_shapes(settings):
+        if issuer == shape.issuer:
+            return shape
+    raise jwt.InvalidIssuerError("token issuer is not accepted")
+
+
 def _decode(settings: Settings, token: str, header: dict[str, Any]) -> dict[str, Any]:
-    options: Any = {"require": ["exp", "iat", "iss", "aud", "sub"]}
+    shape = _shape_of(settings, token)
+    # strict_aud: `aud` must be exactly our audience as a string (Entra never issues audience lists).
+    options: Any = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub"],
+                    "strict_aud": settings.AUTH_MODE == "entra"}
     key: Any
     if settings.AUTH_MODE == "local":
         if header.get("alg") != "HS256":
@@ -158,9 +194,13 @@ def _decode(settings: Settings, token: str, header: dict[str, Any]) -> dict[str,
             raise jwt.InvalidTokenError("token has no usable kid")  # never refetch the JWKS for these
         key, algorithm = jwks_keys(settings.AUTH_JWKS_URL).signing_key(kid).key, "RS256"
     claims: dict[str, Any] = jwt.decode(
-        token, key, algorithms=[algorithm], audience=settings.AUTH_AUDIENCE, issuer=settings.AUTH_ISSUER,
+        token, key, algorithms=[algorithm], audience=shape.audience, issuer=shape.issuer,
         leeway=LEEWAY_S, options=options,
     )
+    if shape.version is not None and claims.get("ver") != shape.version:
+        raise jwt.InvalidTokenError("token version does not match its issuer")
+    if settings.AUTH_MODE == "entra" and claims.get("tid") != settings.entra_tenant_id:
+        raise jwt.InvalidTokenError("token is from another tenant")
     # PyJWT has checked that exp and iat are integers and iat is not in the future.
     if settings.AUTH_MODE == "local" and int(claims["exp"]) - int(claims["iat"]) > 60 * MAX_LOCAL_TOKEN_MINUTES:
         raise jwt.InvalidTokenError("token lifetime exceeds what this service issues")
@@ -178,16 +218,27 @@ def _principal(settings: Settings, claims: dict[str, Any]) -> Principal:
     key_id = claims.get("key_id") if settings.AUTH_MODE == "local" else None
     if key_id is not None and (not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):
         raise Unauthorized("token names a malformed API key id")
-    return Principal(user_id=user_id, scopes=_scopes(claims), key_id=key_id)
+    scopes = _entra_scopes(claims) if settings.AUTH_MODE == "entra" else _local_scopes(claims)
+    return Principal(user_id=user_id, scopes=scopes, key_id=key_id)
 
 
-def _scopes(claims: dict[str, Any]) -> frozenset[str]:
-    granted: set[str] = set()
-    for claim in ("scope", "scp"):
-        value = claims.get(claim)
-        if isinstance(value, str):
-            granted.update(value.split())
+def _space_separated(claims: dict[str, Any], name: str) -> set[str]:
+    value = claims.get(name)
+    return set(value.split()) if isinstance(value, str) else set()
+
+
+def _role_list(claims: dict[str, Any]) -> set[str]:
     roles = claims.get("roles")
-    if isinstance(roles, list):
-        granted.update(str(role) for role in roles)
+    return {role for role in roles if isinstance(role, str)} if isinstance(roles, list) else set()
+
+
+def _local_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """Tokens this service signed itself: whatever scopes it wrote (`scope`; `scp`/`roles` for symmetry)."""
+    granted = _space_separated(claims, "scope") | _space_separated(claims, "scp") | _role_list(claims)
     return frozenset(scope for scope in granted if scope in ALL_SCOPES)
+
+
+def _entra_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """Delegated scopes (`scp`) minus the role-only ones, plus app roles (`roles`) assigned to the user or app."""
+    delegated = _space_separated(claims, "scp") - ROLE_ONLY_SCOPES
+    return frozenset(scope for scope in delegated | _role_list(claims) if scope in ALL_SCOPES)

@@ -302,6 +302,8 @@ class DriftDependencies:
     min_corrections: int
     # RETRAIN_MODE local/azureml: submits the window's retraining (once) and notes the job on the summary
     retrain: Callable[[DriftWindow, DriftSummary], DriftSummary] | None = None
+    # False in the API app (DRIFT_REPORT=summary): its package has no Evidently, the verdict table is the report
+    evidently_report: bool = True
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         if summary.status == "ok" and (summary.drift or summary.corrections >= deps.min_corrections):
             summary = on_drift(summary, min_corrections=deps.min_corrections)
             summary = _submit_retraining(window, summary, deps)
-        html = _report_html(reference, current, summary)
+        html = _report_html(reference, current, summary, evidently=deps.evidently_report)
         write_report(deps.reports, window, html=html, summary_json=summary.model_dump_json(indent=2))
         deps.store.complete(claim, summary.model_dump(mode="json"))
     except Exception as exc:
@@ -335,6 +337,11 @@ def run_drift_window(window: DriftWindow, deps: DriftDependencies, *, owner: str
         raise
     telemetry.record_drift(drift_share=summary.drift_share, drift_detected=summary.drift, window_id=window.id,
                            signals=summary.signals)
+    performance = summary.performance
+    if performance.current_accuracy is not None and performance.corrected_rows > 0:
+        telemetry.record_feedback_accuracy(accuracy=performance.current_accuracy, rows=performance.corrected_rows,
+                                           model_name=summary.model_name or "", window_id=window.id,
+                                           model_version=summary.model_version or telemetry.NO_MODEL_VERSION)
     logger.info("drift window %s: drift=%s share=%.2f signals=%s rows=%d", window.id, summary.drift,
                 summary.drift_share, ",".join(summary.signals), summary.current_rows)
     return DriftRun(status="completed", window=window, summary=summary)
@@ -377,10 +384,11 @@ def _summarise(window: DriftWindow, deps: DriftDependencies
     return summary.model_copy(update={**where, "excluded_rows": excluded}), reference, sample.rows
 
 
-def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary) -> str:
+def _report_html(reference: list[dict[str, Any]], current: list[dict[str, Any]], summary: DriftSummary, *,
+                 evidently: bool = True) -> str:
     from shared_code.monitoring.html import summary_only_html  # noqa: PLC0415 - only windows with nothing to plot need it
 
-    if summary.status != "ok":
+    if summary.status != "ok" or not evidently:
         return summary_only_html(summary)
     try:
         return render_report_html(reference, current, summary)

@@ -8,6 +8,7 @@ account key. Either way it allows create/write of exactly one blob, for a few mi
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    LinearRetry,
+    UserDelegationKey,
+    generate_blob_sas,
+)
 
 from shared_code.errors import BadRequest, ImageTooLarge, NotFound, TransientError
 
@@ -25,6 +32,18 @@ ALLOWED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _BLOB_NAMESPACE = uuid.UUID("6f1c2b9e-4d0a-4c55-9a57-2f8e0d3b7c11")
+# One user delegation key signs the grants of this long; a grant's SAS never outlives the key that signs it.
+DELEGATION_KEY_LIFETIME = timedelta(hours=2)
+
+
+def request_retry_policy() -> LinearRetry:
+    """Retries for a client that serves HTTP requests: three, 2 s (+-1 s) apart.
+
+    The SDK's default (15 s initial backoff, base 3) also retries a failed managed identity token request,
+    so an identity without its endpoint or role held every upload grant for ~90 s before the 503
+    (tests/integration/test_managed_identity.py). Event Grid and the timer retry whole invocations anyway.
+    """
+    return LinearRetry(backoff=2, random_jitter_range=1, retry_total=3)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,9 @@ class BlobStore:
         self.uploads_container = uploads_container
         self._account_key = account_key
         self._public_endpoint = public_endpoint
+        self._delegation_key: UserDelegationKey | None = None
+        self._delegation_key_expiry = datetime.min.replace(tzinfo=UTC)
+        self._delegation_lock = threading.Lock()
 
     def grant_upload(self, user_id: str, filename: str, minutes: int, *, result_id: str | None = None) -> UploadGrant:
         """A create/write-only SAS URL for one new blob under the user's prefix."""
@@ -104,7 +126,7 @@ class BlobStore:
                 token = generate_blob_sas(account, self.uploads_container, blob_name, account_key=self._account_key,
                                           permission=permission, expiry=expiry, start=start)
             else:
-                delegation_key = self.service.get_user_delegation_key(start, expiry)
+                delegation_key = self._user_delegation_key(expiry)
                 token = generate_blob_sas(account, self.uploads_container, blob_name,
                                           user_delegation_key=delegation_key, permission=permission,
                                           expiry=expiry, start=start, protocol="https")
@@ -112,6 +134,21 @@ class BlobStore:
             raise TransientError("could not create an upload grant") from exc
         blob_url = self.service.get_blob_client(self.uploads_container, blob_name).url
         return UploadGrant(result_id, blob_name, f"{blob_url}?{token}", expiry)
+
+    def _user_delegation_key(self, needed_until: datetime) -> UserDelegationKey:
+        """A delegation key valid until at least `needed_until`, requested at most once per key lifetime.
+
+        Getting one is a Storage round trip (and an authorisation check) per grant otherwise. The key is only
+        a signing key: what a SAS allows is still bounded by its own permissions and expiry and by the
+        identity's current RBAC rights, and revoking the identity's delegation keys revokes every SAS.
+        """
+        with self._delegation_lock:
+            if self._delegation_key is None or self._delegation_key_expiry < needed_until:
+                start = datetime.now(UTC) - timedelta(minutes=1)
+                expiry = max(needed_until, datetime.now(UTC) + DELEGATION_KEY_LIFETIME)
+                self._delegation_key = self.service.get_user_delegation_key(start, expiry)
+                self._delegation_key_expiry = expiry
+            return self._delegation_key
 
     def read(self, container: str, blob_name: str, max_bytes: int) -> tuple[bytes, str]:
         """Blob content and its ETag; refuses blobs larger than max_bytes without downloading them."""

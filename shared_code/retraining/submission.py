@@ -47,9 +47,10 @@ from shared_code.retraining.spec import (
 logger = logging.getLogger(__name__)
 
 RECORD_KIND = "retraining"
-RetrainingStatus = Literal["submitting", "submitted", "running", "succeeded", "failed", "skipped"]
+RetrainingStatus = Literal["requested", "submitting", "submitted", "running", "succeeded", "failed", "skipped"]
 FINAL_STATUSES = frozenset({"succeeded", "failed", "skipped"})
-_STAGE = {"submitting": 0, "submitted": 1, "running": 2, "succeeded": 3, "failed": 3, "skipped": 3}
+# `requested`: recorded by the API app (RETRAIN_LAUNCH=monitor), launched by the monitor app's next sweep
+_STAGE = {"requested": 0, "submitting": 1, "submitted": 2, "running": 3, "succeeded": 4, "failed": 4, "skipped": 4}
 MAX_LAUNCH_ATTEMPTS = 3
 _CORRECTIONS_QUERY = (
     "SELECT c.id, c.userId, c.blobName, c.correctedLabel, c.createdAt FROM c "
@@ -119,6 +120,23 @@ def existing_examples(uploads: ContainerClient, examples: Iterable[TrainingExamp
 # --- what a launcher gets -----------------------------------------------------------------------------
 
 
+class DeferredLauncher:
+    """The launcher of an app that only records submissions (RETRAIN_LAUNCH=monitor: the API app).
+
+    It carries the name of the launcher the monitor app runs (RETRAIN_MODE), so records read the same either
+    way, and never starts anything: the API package has no azure-ai-ml, and its instances scale with traffic.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def launch(self, spec: TrainingSpec) -> dict[str, Any]:
+        raise RuntimeError(f"{spec.job_name}: this app records retraining; the monitor app launches it")
+
+    def refresh(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None
+
+
 # --- the record ---------------------------------------------------------------------------------------
 class RetrainingStore:
     """Submission records, kept in the drift container beside their window's drift document."""
@@ -180,7 +198,8 @@ class RetrainingStore:
     def in_flight(self) -> list[dict[str, Any]]:
         """Records not yet final (the sweep's work list)."""
         items = self.container.query_items(
-            "SELECT * FROM c WHERE c.kind = @kind AND c.status IN ('submitting', 'submitted', 'running')",
+            "SELECT * FROM c WHERE c.kind = @kind "
+            "AND c.status IN ('requested', 'submitting', 'submitted', 'running')",
             parameters=[{"name": "@kind", "value": RECORD_KIND}], enable_cross_partition_query=True)
         return list(items)
 
@@ -210,6 +229,8 @@ class RetrainingDependencies:
     lookback: timedelta = timedelta(days=30)
     min_images: int = 20
     per_user_cap: int = 0  # corrections per user in one training set; 0 = no cap
+    # False in the API app: a submission is recorded as `requested` and the monitor's sweep launches it
+    launch_inline: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,8 +261,9 @@ def submit_retraining(window: DriftWindow, deps: RetrainingDependencies, *, reas
     name, served_version, _ = deps.served()
     document = {
         "id": record_id(window.key), "windowId": window.key, "kind": RECORD_KIND, "window": window.id,
-        "windowStart": window.start_iso, "windowEnd": window.end_iso, "status": "submitting",
-        "launcher": deps.launcher.name, "attempt": 1, "launches": 1, "jobName": job_name(window.key, 1),
+        "windowStart": window.start_iso, "windowEnd": window.end_iso,
+        "status": "submitting" if deps.launch_inline else "requested", "launcher": deps.launcher.name,
+        "attempt": 1, "launches": 1, "jobName": job_name(window.key, 1),
         "reason": reason, "modelName": name, "baseVersion": served_version,
         "createdAt": utc_iso(datetime.now(UTC)), "updatedAt": utc_iso(datetime.now(UTC)),
     }
@@ -252,6 +274,8 @@ def submit_retraining(window: DriftWindow, deps: RetrainingDependencies, *, reas
             logger.info("retraining for window %s already %s (%s)", window.id, record["status"], record["jobName"])
             return Submission(record, launched=False)
         record = taken
+    if not deps.launch_inline:  # recorded as `requested`: the monitor app's sweep launches it
+        return Submission(record, launched=True)
     return Submission(_launch(record, deps), launched=True)
 
 
@@ -260,7 +284,8 @@ def _take_over(record: dict[str, Any], deps: RetrainingDependencies, *, force: b
     """The record, now ours to launch: a stale `submitting` one (same job name) or, with force, a new attempt."""
     status = record["status"]
     age = datetime.now(UTC) - parse_iso(record.get("updatedAt"))
-    stale = status == "submitting" and age >= deps.store.stale_after
+    # only an app that launches takes a stale submission over (the API leaves it to the monitor's sweep)
+    stale = deps.launch_inline and status == "submitting" and age >= deps.store.stale_after
     if stale:
         launches = int(record.get("launches", 1)) + 1
         if launches > MAX_LAUNCH_ATTEMPTS:
@@ -277,7 +302,8 @@ def _take_over(record: dict[str, Any], deps: RetrainingDependencies, *, force: b
         name, served_version, _ = deps.served()
         body = {key: value for key, value in record.items() if key not in {"result", "error", "details", "manifest",
                                                                           "version", "finishedAt"}}
-        body.update(status="submitting", attempt=attempt, launches=1, jobName=job_name(record["windowId"], attempt),
+        body.update(status="submitting" if deps.launch_inline else "requested", attempt=attempt, launches=1,
+                    jobName=job_name(record["windowId"], attempt),
                     reason=reason, modelName=name, baseVersion=served_version, launcher=deps.launcher.name,
                     createdAt=utc_iso(datetime.now(UTC)))
         return deps.store.replace(record, body)
@@ -330,7 +356,13 @@ def sweep(deps: RetrainingDependencies) -> list[dict[str, Any]]:
     touched = []
     for record in deps.store.in_flight():
         try:
-            if record.get("status") == "submitting":
+            if record.get("status") == "requested":
+                if deps.launch_inline:  # recorded by the API app: take it (ETag-checked, one sweeper wins), launch
+                    taken = deps.store.replace(record, {**record, "status": "submitting",
+                                                        "launcher": deps.launcher.name})
+                    if taken is not None:
+                        touched.append(_launch(taken, deps))
+            elif record.get("status") == "submitting":
                 window = DriftWindow(start=parse_iso(record["windowStart"]),
                                      hours=int((parse_iso(record["windowEnd"]) - parse_iso(record["windowStart"]))
                                                .total_seconds() // 3600))

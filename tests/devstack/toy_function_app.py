@@ -1,5 +1,6 @@
 """A toy FunctionApp for the host tests: a FastAPI app behind AsgiFunctionApp, a plain HTTP function,
-a blob trigger on `<container>/{user}/{name}` and a timer. It records every invocation as a JSON line in
+a polling blob trigger on `<container>/{user}/{name}`, an Event Grid-sourced one on `<eg container>/{user}/{name}`
+and a timer. It records every invocation as a JSON line in
 the file named by TOY_EVENTS, which the tests read.
 """
 
@@ -61,6 +62,22 @@ def on_upload(upload: func.InputStream, user: str, name: str, context: func.Cont
     if data.startswith(b"fail"):
         raise RuntimeError("toy failure")
     marker = Path(os.environ["TOY_SLOW_MARKER"])
+    if data.startswith(b"slow") and not marker.exists():
+        marker.touch()  # only the first delivery hangs: the test kills the host during it
+        time.sleep(120)
+
+
+@app.blob_trigger(arg_name="upload", path="%TOY_EG_CONTAINER%/{user}/{name}", connection="TOY_STORAGE",
+                  source=func.BlobSource.EVENT_GRID)
+def on_event(upload: func.InputStream, user: str, name: str, context: func.Context) -> None:
+    data = upload.read()
+    properties = getattr(upload, "blob_properties", None) or {}
+    record(event="eg", blob=upload.name, user=user, name=name, etag=properties.get("ETag"), length=upload.length,
+           content_length=properties.get("ContentLength"), uri=upload.uri, data=data.decode(errors="replace"),
+           retry=context.retry_context.retry_count)
+    if data.startswith(b"fail"):
+        raise RuntimeError("toy failure")
+    marker = Path(os.environ["TOY_EG_SLOW_MARKER"])
     if data.startswith(b"slow") and not marker.exists():
         marker.touch()  # only the first delivery hangs: the test kills the host during it
         time.sleep(120)

@@ -69,3 +69,66 @@ def loaded_text_files(value: Any) -> list[str]:
         for item in value:
             found.extend(loaded_text_files(item))
     return found
+
+
+# --- the apps main.bicep deploys, and the settings each gets ----------------------------------------------
+FUNCTION_APP_MODULE = INFRA / "modules" / "function-app.bicep"
+DEFAULT_SCRIPT = "function_app.py"
+
+
+def resolve_object(value: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    """An object expression of main.bicep as a dict: literals, variable names and `union(...)` resolved."""
+    if isinstance(value, str) and value in variables:
+        return resolve_object(variables[value]["value"], variables)
+    if isinstance(value, dict) and isinstance(value.get("function"), dict):
+        function = value["function"]
+        if function.get("type") == "union":
+            merged: dict[str, Any] = {}
+            for argument in function["parameters"].values():
+                merged.update(resolve_object(argument, variables))
+            return merged
+    if isinstance(value, dict) and "function" not in value and "operator" not in value:
+        return dict(value)
+    raise ValueError(f"cannot resolve {text_of(value)[:200]} to an object")
+
+
+def function_apps() -> dict[str, dict[str, Any]]:
+    """Each Function App main.bicep deploys (by azd service name): its module params and resolved appSettings."""
+    document = parse(MAIN_BICEP)
+    variables = document["variables"]
+    apps: dict[str, dict[str, Any]] = {}
+    for symbol, module in document["modules"].items():
+        if (MAIN_BICEP.parent / module["detail"]["path"]).resolve() != FUNCTION_APP_MODULE:
+            continue
+        params = module["config"]["params"]
+        service = resolve_scalar(params["serviceName"], variables)
+        apps[service] = {"symbol": symbol, "params": params,
+                         "settings": resolve_object(params["appSettings"], variables)}
+    return apps
+
+
+def resolve_scalar(value: Any, variables: dict[str, Any]) -> Any:
+    """A literal, or the literal a `variable.property...` chain of main.bicep names."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        chain: list[str] = []
+        node: Any = value
+        while isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
+            operands = node["operator"]["operands"]
+            chain.append(operands["operand_1"])
+            node = operands["operand_2"]
+        chain.append(node)
+        current: Any = variables[chain[0]]["value"]
+        for key in chain[1:]:
+            current = current[key]
+        return current
+    return value
+
+
+def host_settings() -> dict[str, Any]:
+    """The Functions host settings function-app.bicep adds to every app."""
+    return cast(dict[str, Any], parse(FUNCTION_APP_MODULE)["variables"]["hostSettings"]["value"])
+
+
+def entry_script(settings: dict[str, Any]) -> str:
+    """The script the Python worker loads for an app (PYTHON_SCRIPT_FILE_NAME, default function_app.py)."""
+    return str(settings.get("PYTHON_SCRIPT_FILE_NAME") or DEFAULT_SCRIPT)

@@ -48,8 +48,17 @@ def test_every_bicep_file_parses_and_documents_its_params(path: Path) -> None:
         assert descriptions[0].startswith("Required." if required else "Optional."), f"{path.name}: param {name}"
 
 
+def composed_modules(path: Path) -> set[Path]:
+    """Every module a file composes, and the modules those compose."""
+    found: set[Path] = set()
+    for module in module_paths(path).values():
+        if module not in found:
+            found |= {module} | composed_modules(module)
+    return found
+
+
 def test_main_composes_every_module_and_only_existing_ones() -> None:
-    used = set(module_paths(MAIN_BICEP).values())
+    used = composed_modules(MAIN_BICEP)
     assert all(path.exists() for path in used)
     assert used == {path.resolve() for path in MODULES.glob("*.bicep")}
     assert parse(MAIN_BICEP)["globals"]["scope"]["value"] == "subscription"
@@ -71,7 +80,7 @@ def test_no_keys_or_connection_strings_are_read_anywhere_but_the_blob_webhook() 
     for path in bicep_files():
         source = path.read_text(encoding="utf-8")
         calls = re.findall(r"\b(list\w*)\(", source)
-        if path.name == "blob-events.bicep":
+        if path.name == "blob-events-subscription.bicep":
             assert calls == ["listKeys"] and "systemKeys.blobs_extension" in source
         else:
             assert calls == [], f"{path.name} reads secrets: {calls}"
@@ -89,9 +98,20 @@ def test_cosmos_is_serverless_keyless_and_grants_the_app_data_access() -> None:
     assert "00000000-0000-0000-0000-000000000002" in text_of(parse(path)["variables"])
     assert "dataContributorRoleId" in text_of(assignment["properties"]["roleDefinitionId"])
     cosmos_params = parse(MAIN_BICEP)["modules"]["cosmos"]["config"]["params"]
-    assert "identity" in text_of(cosmos_params["dataContributorPrincipalIds"])
+    runtime = text_of(parse(MAIN_BICEP)["variables"]["runtimePrincipalIds"])
+    assert "apiIdentity" in runtime and "monitorIdentity" in runtime
+    assert "runtimePrincipalIds" in text_of(cosmos_params["dataContributorPrincipalIds"])
     containers = {c["name"]: c["partitionKeyPath"] for c in cosmos_params["containers"]}
     assert containers == {"results": "/userId", "keys": "/userId", "feedback": "/userId", "drift": "/windowId"}
+
+
+def test_cosmos_role_assignments_run_one_at_a_time_after_the_containers() -> None:
+    """Cosmos rejects concurrent control-plane writes (412): the loop is serial and waits for the containers."""
+    loop = parse(MODULES / "cosmos.bicep")["resources"]["dataContributors"]
+    assert {"type": "batchSize", "argument": 1} in loop["decorators"]
+    (assignment,) = resources(MODULES / "cosmos.bicep", "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+                              ).values()
+    assert assignment["dependsOn"] == ["sqlContainers"]
 
 
 def test_function_app_is_flex_consumption_https_only_with_a_user_assigned_identity() -> None:
@@ -108,7 +128,11 @@ def test_function_app_is_flex_consumption_https_only_with_a_user_assigned_identi
     config = properties["functionAppConfig"]
     assert config["runtime"]["name"] == "python"
     assert parse(path)["parameters"]["pythonVersion"]["default"] == "3.11"
-    assert config["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
+    authentication = config["deployment"]["storage"]["authentication"]
+    assert authentication["type"] == "UserAssignedIdentity"
+    # the package is read (and written by the publish step) as its own identity, never the runtime one
+    assert authentication["userAssignedIdentityResourceId"] == "packageIdentityResourceId"
+    assert "packageBlobEndpoint" in text_of(config["deployment"]["storage"]["value"])
 
 
 def test_host_storage_connection_is_identity_based() -> None:
@@ -139,10 +163,26 @@ def test_machine_learning_dependencies_are_locked_down_and_the_cluster_scales_to
     assert workspace["properties"]["systemDatastoresAuthMode"] == "identity"
 
 
+def test_the_workspace_api_version_has_system_datastores_auth_mode() -> None:
+    """systemDatastoresAuthMode is not in the 2024-10-01 workspace schema (it is in the previews after it)."""
+    for symbol, resource in parse(MODULES / "machine-learning.bicep")["resources"].items():
+        if resource["type"].startswith("Microsoft.MachineLearningServices/"):
+            version = resource["api_version"]
+            assert version.endswith("-preview") and version >= "2024-10-01", (symbol, version)
+
+
+def test_key_vault_does_not_block_azd_down_then_up() -> None:
+    """Purge protection keeps a deleted vault's fixed name taken for the retention period: re-provision fails."""
+    (vault,) = resources(MODULES / "machine-learning.bicep", "Microsoft.KeyVault/vaults").values()
+    assert vault["properties"]["enablePurgeProtection"] is False
+    assert vault["properties"]["enableSoftDelete"] is True
+    assert "azd down --purge" in (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+
+
 def test_blob_created_events_for_uploads_go_to_the_blob_extension_webhook() -> None:
-    path = MODULES / "blob-events.bicep"
-    (topic,) = resources(path, "Microsoft.EventGrid/systemTopics").values()
+    (topic,) = resources(MODULES / "blob-events.bicep", "Microsoft.EventGrid/systemTopics").values()
     assert topic["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+    path = MODULES / "blob-events-subscription.bicep"
     (subscription,) = resources(path, "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
     event_filter = subscription["properties"]["filter"]
     assert event_filter["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
@@ -179,12 +219,22 @@ def _grants(path: Path) -> set[tuple[str, str, str]]:
 def test_every_data_path_has_its_role_assignment() -> None:
     grants = _grants(MODULES / "role-assignments.bicep")
     required = {
-        ("appPrincipalId", "storageBlobDataOwner", "storage"),  # host storage, uploads, models, reports
-        ("appPrincipalId", "storageQueueDataContributor", "storage"),  # blob trigger poison queue
-        ("appPrincipalId", "storageTableDataContributor", "storage"),  # host diagnostic events
-        ("appPrincipalId", "storageBlobDelegator", "storage"),  # user delegation SAS for uploads
-        ("appPrincipalId", "monitoringMetricsPublisher", "applicationInsights"),  # Entra-only telemetry
-        ("appPrincipalId", "azureMLDataScientist", "amlWorkspace"),  # submit retraining jobs
+        # both apps: the Functions host's own containers, its tables, telemetry
+        *{(f"{app}PrincipalId", "storageBlobDataContributor", container)
+          for app in ("api", "monitor") for container in ("hostsContainer", "secretsContainer")},
+        *{(f"{app}PrincipalId", "storageTableDataContributor", "storage") for app in ("api", "monitor")},
+        *{(f"{app}PrincipalId", "monitoringMetricsPublisher", "applicationInsights") for app in ("api", "monitor")},
+        ("apiPrincipalId", "storageQueueDataContributor", "storage"),  # blob trigger poison queue
+        ("apiPrincipalId", "storageBlobDataContributor", "uploadsContainer"),  # grants, the blob trigger
+        ("apiPrincipalId", "storageBlobDelegator", "storage"),  # user delegation SAS for uploads
+        ("apiPrincipalId", "storageBlobDataReader", "modelsContainer"),  # serve promoted versions
+        ("apiPrincipalId", "storageBlobDataContributor", "reportsContainer"),  # stream and write drift reports
+        ("monitorPrincipalId", "storageBlobDataReader", "uploadsContainer"),  # training set exists
+        ("monitorPrincipalId", "storageBlobDataContributor", "modelsContainer"),  # training manifests
+        ("monitorPrincipalId", "storageBlobDataContributor", "reportsContainer"),  # drift reports
+        ("monitorPrincipalId", "azureMLDataScientist", "amlWorkspace"),  # submit retraining jobs
+        ("apiPackagePrincipalId", "storageBlobDataContributor", "apiPackageContainer"),
+        ("monitorPackagePrincipalId", "storageBlobDataContributor", "monitorPackageContainer"),
         ("amlComputePrincipalId", "storageBlobDataContributor", "modelsContainer"),  # publish model versions
         ("eventGridPrincipalId", "storageBlobDataContributor", "deadLetterContainer"),  # dead letters
     }
@@ -194,4 +244,57 @@ def test_every_data_path_has_its_role_assignment() -> None:
     assert "8e3af657-a8ff-443c-a75c-2fe8c4bcb635" not in source  # Owner
     assert "b24988ac-6180-42a0-ab88-20f7382dd24c" not in source  # Contributor
     role_params = parse(MAIN_BICEP)["modules"]["roleAssignments"]["config"]["params"]
-    assert "identity" in text_of(role_params["appPrincipalId"])
+    assert "apiIdentity" in text_of(role_params["apiPrincipalId"])
+    assert "monitorIdentity" in text_of(role_params["monitorPrincipalId"])
+
+
+def test_no_blob_data_owner_and_no_account_wide_blob_data_role() -> None:
+    """The defect: Blob Data Owner on the account that holds models/*/latest.json and the deployment package."""
+    source = (MODULES / "role-assignments.bicep").read_text(encoding="utf-8")
+    assert "b7e6dc6d-f1e8-4753-8033-0f276bb0955b" not in source  # Storage Blob Data Owner
+    blob_data = {"storageBlobDataContributor", "storageBlobDataReader"}
+    account_wide = {(principal, role, scope) for principal, role, scope in _grants(MODULES / "role-assignments.bicep")
+                    if role in blob_data and scope in {"storage", "packageStorage"}}
+    assert not account_wide, f"blob data roles must be scoped to containers: {account_wide}"
+
+
+def test_the_api_cannot_write_models_and_no_app_can_write_a_deployment_package() -> None:
+    grants = _grants(MODULES / "role-assignments.bicep")
+    writers = {"storageBlobDataContributor", "storageBlobDataOwner"}
+    assert not {g for g in grants if g[0] == "apiPrincipalId" and g[2] == "modelsContainer" and g[1] in writers}
+    runtime = {"apiPrincipalId", "monitorPrincipalId"}
+    packages = {"packageStorage", "apiPackageContainer", "monitorPackageContainer"}
+    assert not {g for g in grants if g[0] in runtime and g[2] in packages}
+    # the packages are in their own account, and each package identity can reach only its own container
+    main = parse(MAIN_BICEP)
+    for app in ("apiApp", "monitorApp"):
+        params = main["modules"][app]["config"]["params"]
+        assert "packageStorage" in text_of(params["packageBlobEndpoint"])
+        assert "PackageIdentity" in text_of(params["packageIdentityResourceId"])
+    package_grants = {g for g in grants if g[0].endswith("PackagePrincipalId")}
+    assert package_grants == {("apiPackagePrincipalId", "storageBlobDataContributor", "apiPackageContainer"),
+                              ("monitorPackagePrincipalId", "storageBlobDataContributor", "monitorPackageContainer")}
+    storage_containers = text_of(main["modules"]["storage"]["config"]["params"]["containerNames"])
+    assert "packageContainers" not in storage_containers
+
+
+def test_the_event_grid_subscription_is_a_conditional_module() -> None:
+    """listKeys in a resource switched off by `if` is still evaluated: the first provision (no key yet) fails."""
+    events = parse(MODULES / "blob-events.bicep")
+    assert not resources(MODULES / "blob-events.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    assert "listKeys(" not in (MODULES / "blob-events.bicep").read_text(encoding="utf-8")
+    module = events["modules"]["blobCreated"]
+    assert module["detail"]["path"] == "blob-events-subscription.bicep"
+    assert module["config"]["condition"] == "subscribe"
+
+
+def test_the_postdeploy_hook_keeps_the_topic_and_its_tags() -> None:
+    """The hook redeployed the topic without `tags` (azd-env-name dropped); it now deploys only the subscription."""
+    hook = (INFRA / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
+    templates = re.findall(r"--template-file\s+(\S+)", hook)
+    assert templates == ["infra/modules/blob-events-subscription.bicep"]
+    subscription = MODULES / "blob-events-subscription.bicep"
+    topics = parse(subscription)["resources"]
+    topic = next(r for r in topics.values() if r["type"] == "Microsoft.EventGrid/systemTopics")
+    assert topic["existing"] is True
+    assert "tags" not in parse(subscription)["parameters"]

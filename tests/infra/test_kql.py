@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def test_workbook_has_the_operational_tiles() -> None:
     assert queries["requests"].lstrip("/ \n").count("requests") >= 1
 
 
-def test_alerts_cover_drift_errors_latency_poison_and_retraining() -> None:
+def test_alerts_cover_drift_errors_latency_poison_retraining_and_feedback_accuracy() -> None:
     alerts = {p.stem for p in (INFRA / "alerts").glob("*.kql")}
-    assert alerts == {"drift-detected", "http-5xx-rate", "latency-p95", "failed-results", "retraining-failed"}
+    assert alerts == {"drift-detected", "http-5xx-rate", "latency-p95", "failed-results", "retraining-failed",
+                      "feedback-accuracy"}
+
+
+def _alert_rules() -> dict[str, dict[str, object]]:
+    rules = parse(INFRA / "modules" / "alerts.bicep")["variables"]["rules"]["value"]
+    return {str(rule["name"]): rule for rule in rules}
+
+
+def test_drift_and_feedback_accuracy_alerts_read_what_telemetry_emits() -> None:
+    """The drift alert counts drift_detected runs; the accuracy alert fires BELOW its threshold."""
+    rules = _alert_rules()
+    drift = (INFRA / "alerts" / "drift-detected.kql").read_text(encoding="utf-8")
+    assert f'"{telemetry.METRIC_DRIFT_RUNS}"' in drift and telemetry.DIM_DRIFT_DETECTED in drift
+    assert rules["drift-detected"]["operator"] == "GreaterThan" and rules["drift-detected"]["threshold"] == 0
+    accuracy = (INFRA / "alerts" / "feedback-accuracy.kql").read_text(encoding="utf-8")
+    assert f'"{telemetry.METRIC_FEEDBACK_ACCURACY}"' in accuracy
+    rule = rules["feedback-accuracy"]
+    assert rule["operator"] == "LessThan" and rule["measure"] == "FeedbackAccuracy" and "FeedbackAccuracy =" in accuracy
+    assert "feedbackAccuracyThreshold" in json.dumps(rule["threshold"])
+
+
+def test_alerts_need_no_email_and_can_use_an_existing_action_group() -> None:
+    document = parse(INFRA / "modules" / "alerts.bicep")
+    assert document["parameters"]["alertEmails"]["default"] == []
+    assert document["parameters"]["actionGroupId"]["default"] == ""
+    group = document["resources"]["actionGroup"]["config"]
+    assert group["condition"] == {"function": {"type": "empty", "parameters": {"item_to_test": "actionGroupId"}}}

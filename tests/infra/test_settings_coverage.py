@@ -1,14 +1,27 @@
-"""Every setting the code reads is set by Bicep or documented as optional, and Bicep sets nothing the code ignores."""
+"""Per app, the settings Bicep gives it are exactly what that app's code and function metadata read (both ways).
+
+The apps and their settings are derived from infra/main.bicep (each module of function-app.bicep, its
+resolved appSettings); what each app reads is derived from its entry script (tests/infra/app_reads.py).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
 from shared_code.settings import Settings
-from tests.infra.bicep_model import INFRA, MAIN_BICEP, parse
+from tests.infra.app_reads import NEVER_LOADED, WORKER_SETTINGS, app_reads, binding_settings, module_file
+from tests.infra.bicep_model import (
+    INFRA,
+    MAIN_BICEP,
+    entry_script,
+    function_apps,
+    host_settings,
+    parse,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -16,14 +29,7 @@ pytestmark = pytest.mark.unit
 HOST_SETTING_PATTERN = re.compile(
     r"^(AzureWebJobs\w*|FUNCTIONS_\w+|WEBSITE_\w+|APPLICATIONINSIGHTS_AUTHENTICATION_STRING)$"
 )
-
-
-def app_settings() -> set[str]:
-    return set(parse(MAIN_BICEP)["variables"]["appSettings"]["value"])
-
-
-def host_settings() -> set[str]:
-    return set(parse(INFRA / "modules" / "function-app.bicep")["variables"]["hostSettings"]["value"])
+APPS = ("api", "monitor")
 
 
 def optional_settings() -> set[str]:
@@ -31,35 +37,104 @@ def optional_settings() -> set[str]:
     return {line.split()[0] for line in lines if line.strip() and not line.startswith("#")}
 
 
-def test_every_setting_field_is_provided_or_documented_optional() -> None:
-    fields = set(Settings.model_fields)
-    missing = fields - app_settings() - optional_settings()
-    assert not missing, f"set in infra/main.bicep appSettings or list in infra/optional-settings.txt: {missing}"
+def settings_of(app: str) -> dict[str, Any]:
+    settings: dict[str, Any] = function_apps()[app]["settings"]
+    return settings
 
 
-def test_bicep_sets_only_settings_the_code_reads() -> None:
-    unknown = app_settings() - set(Settings.model_fields)
-    assert not unknown, f"app settings no Settings field reads: {unknown}"
+def script_of(app: str) -> str:
+    return entry_script(settings_of(app))
+
+
+def test_main_deploys_the_api_and_the_monitor_from_one_module() -> None:
+    apps = function_apps()
+    assert set(apps) == set(APPS)
+    assert script_of("api") == "function_app.py" and script_of("monitor") == "monitor_app.py"
+    assert "PYTHON_SCRIPT_FILE_NAME" not in settings_of("api")  # the worker's default: function_app.py
+    identities = {app["params"]["identityResourceId"]["operator"]["operands"]["operand_1"] for app in apps.values()}
+    assert len(identities) == 2, "each app runs as its own identity"
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_binding_expression_of_the_app_is_an_app_setting(app: str) -> None:
+    # the defect this catches: the timer binds %DRIFT_SCHEDULE% and Bicep never set it (not indexable in Azure)
+    missing = binding_settings(script_of(app)) - set(settings_of(app))
+    assert not missing, f"{app}: %NAME% bindings without an app setting: {missing}"
+
+
+def test_the_drift_schedule_is_only_where_the_timer_is() -> None:
+    assert binding_settings("monitor_app.py") == {"DRIFT_SCHEDULE"}
+    assert binding_settings("function_app.py") == frozenset()
+    assert "DRIFT_SCHEDULE" in settings_of("monitor") and "DRIFT_SCHEDULE" not in settings_of("api")
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_field_the_app_reads_is_set_or_documented_optional(app: str) -> None:
+    missing = app_reads(script_of(app)) - set(settings_of(app)) - optional_settings()
+    assert not missing, f"{app}: set in infra/main.bicep or list in infra/optional-settings.txt: {missing}"
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_bicep_sets_only_settings_the_app_reads(app: str) -> None:
+    unread = set(settings_of(app)) - app_reads(script_of(app)) - WORKER_SETTINGS
+    assert not unread, f"{app}: app settings nothing in that app reads: {unread}"
     assert all(HOST_SETTING_PATTERN.match(name) for name in host_settings()), host_settings()
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_the_app_settings_validate(app: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every required combination resolves: Settings accepts exactly what Bicep gives (expressions stubbed)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+    values = {name: value if isinstance(value, str) else f"https://{name.lower()}.example/"
+              for name, value in settings_of(app).items() if name in Settings.model_fields}
+    settings = Settings.model_validate(values)
+    assert settings.AUTH_MODE == "entra" and settings.MODEL_SOURCE == "blob"
 
 
 def test_optional_list_has_no_stale_or_duplicate_entries() -> None:
     optional = optional_settings()
     assert optional <= set(Settings.model_fields), optional - set(Settings.model_fields)
-    assert not optional & app_settings(), optional & app_settings()
+    for app in APPS:
+        assert not optional & set(settings_of(app)), (app, optional & set(settings_of(app)))
+    every_read = set().union(*(app_reads(script_of(app)) for app in APPS))
+    assert optional <= every_read, f"listed but read by neither app: {optional - every_read}"
+
+
+def test_never_loaded_modules_exist() -> None:
+    for modules in NEVER_LOADED.values():
+        assert all(module_file(name) is not None for name in modules), modules
 
 
 def test_app_settings_are_also_outputs_with_the_same_names() -> None:
     outputs = set(parse(MAIN_BICEP)["outputs"])
-    assert app_settings() <= outputs, app_settings() - outputs
+    assert set(settings_of("api")) <= outputs, set(settings_of("api")) - outputs
+    monitor_only = set(settings_of("monitor")) - {"AZURE_CLIENT_ID"} - WORKER_SETTINGS
+    assert monitor_only <= outputs, monitor_only - outputs
+    assert "MONITOR_CLIENT_ID" in outputs
 
 
-def test_azure_runs_with_entra_auth_and_blob_models() -> None:
-    settings = parse(MAIN_BICEP)["variables"]["appSettings"]["value"]
+@pytest.mark.parametrize("app", APPS)
+def test_azure_runs_with_entra_auth_and_blob_models(app: str) -> None:
+    settings = settings_of(app)
     assert settings["AUTH_MODE"] == "entra"
     assert settings["MODEL_SOURCE"] == "blob"
     assert "AUTH_SIGNING_KEY" not in settings and "COSMOS_KEY" not in settings
     assert "STORAGE_CONNECTION_STRING" not in settings
+
+
+def test_entra_defaults_accept_v2_access_tokens() -> None:
+    """v2 tokens: issuer https://login.microsoftonline.com/{tenant}/v2.0, aud = the API registration's client id."""
+    variables = parse(MAIN_BICEP)["variables"]
+    authority = json.dumps(variables["authority"]["value"])
+    assert "loginEndpoint" in authority and "authTenantId" in authority
+    settings = settings_of("api")
+    assert settings["AUTH_ISSUER"].endswith("/v2.0") and "${authority}" in settings["AUTH_ISSUER"]
+    assert settings["AUTH_JWKS_URL"] == "${authority}/discovery/v2.0/keys"
+    # the old default `api://imgclass` is an application id URI: v2 tokens carry the client id instead
+    assert settings["AUTH_AUDIENCE"] == "apiClientId"
+    client_id = parse(MAIN_BICEP)["parameters"]["apiClientId"]
+    assert client_id.get("default") is None, "the audience must be the deployment's own app registration"
 
 
 def test_parameters_file_feeds_azd_variables_to_existing_params() -> None:
@@ -72,3 +147,5 @@ def test_parameters_file_feeds_azd_variables_to_existing_params() -> None:
     assert parameters["location"]["value"] == "${AZURE_LOCATION}"
     assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
     assert "ALERT_EMAILS" in parameters["alertEmails"]["value"]
+    assert parameters["apiClientId"]["value"] == "${API_CLIENT_ID}"
+    assert parameters["amlCodeVersion"]["value"] == "${AZUREML_CODE_VERSION=}"

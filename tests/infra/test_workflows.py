@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +99,47 @@ def test_model_workflow_builds_with_make_and_uploads_with_entra_auth() -> None:
     assert "--container-name models" in commands
 
 
-def test_azure_yaml_deploys_the_python_function_app() -> None:
+def test_azure_yaml_deploys_both_packages_as_built() -> None:
     document = yaml.safe_load((REPO_ROOT / "azure.yaml").read_text(encoding="utf-8"))
-    assert document["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
+    assert document["services"] == {
+        "api": {"project": "dist/api", "language": "python", "host": "function"},
+        "monitor": {"project": "dist/monitor", "language": "python", "host": "function"},
+    }
     assert document["infra"]["path"] == "infra"
-    hook = document["hooks"]["postdeploy"]["posix"]["run"]
-    assert (REPO_ROOT / hook.split()[-1]).exists()
+    hooks = document["hooks"]
+    assert "make package" in hooks["prepackage"]["posix"]["run"]
+    for name in ("preprovision", "postprovision", "postdeploy"):
+        assert (REPO_ROOT / hooks[name]["posix"]["run"].split()[-1]).exists(), name
+    # each service name is the azd-service-name tag of one function-app module in main.bicep
+    main = (REPO_ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+    assert "service: 'api'" in main and "service: 'monitor'" in main
+
+
+def test_the_training_code_is_registered_as_a_code_asset_the_monitor_names() -> None:
+    """AZUREML_CODE was unset and the package has no model/: the job had no code to run."""
+    pre = (REPO_ROOT / "infra" / "hooks" / "preprovision.sh").read_text(encoding="utf-8")
+    post = (REPO_ROOT / "infra" / "hooks" / "postprovision.sh").read_text(encoding="utf-8")
+    assert "tools.code_asset version" in pre and "azd env set AZUREML_CODE_VERSION" in pre
+    assert "az ml code create" in post and "tools.code_asset stage" in post
+    main = (REPO_ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+    assert "AZUREML_CODE: 'azureml:imgclass-training:${" in main and "amlCodeVersion" in main
+
+
+def test_retrain_job_yaml_references_the_registered_code_asset(tmp_path: Path) -> None:
+    pytest.importorskip("azure.ai.ml")
+    env = {**os.environ, "RETRAIN_MODE": "azureml", "AZUREML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+           "AZUREML_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "mlw", "AZUREML_COMPUTE": "cpu-cluster",
+           "AZUREML_CODE": "azureml:imgclass-training:843d45eb5a1f",
+           "AZUREML_ENVIRONMENT": "azureml:imgclass-train@latest",
+           "STORAGE_ACCOUNT_URL": "https://st.blob.core.windows.net/", "AUTH_SIGNING_KEY": "x" * 40}
+    result = subprocess.run([sys.executable, "-m", "shared_code.cli", "retrain-job-yaml", "--settings",
+                             "/nonexistent", "--work", str(tmp_path / "job")], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    job = yaml.safe_load(result.stdout)
+    assert job["code"] == "azureml:imgclass-training:843d45eb5a1f"
+    make = (REPO_ROOT / "mk" / "retrain.mk").read_text(encoding="utf-8")
+    assert "shared_code.cli retrain-job-yaml" in make
 
 
 def test_funcignore_keeps_tests_tools_and_environments_out_of_the_package() -> None:
@@ -109,5 +147,6 @@ def test_funcignore_keeps_tests_tools_and_environments_out_of_the_package() -> N
     for excluded in ("tests/", ".venv/", "model/", "node_modules/", "bench/", "devstack/", "tools/", "docs/",
                      "imgclass_client/", ".run/"):
         assert excluded in entries, excluded
-    for shipped in ("shared_code/", "functions/", "web/", "function_app.py", "host.json", "requirements.txt"):
+    for shipped in ("shared_code/", "functions/", "web/", "function_app.py", "monitor_app.py", "host.json",
+                    "requirements.txt"):
         assert shipped not in entries, shipped

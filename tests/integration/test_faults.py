@@ -149,7 +149,7 @@ def test_storage_503_is_retried_by_the_sdk_and_surfaces_as_transient_without_ret
 @pytest.mark.slow
 def test_blob_pipeline_survives_host_kills_an_azurite_restart_and_faults(tmp_path: Path) -> None:
     summary = run(FaultTestConfig(uploads=30, kills=3, fault_rate=0.05, bad_share=0.1, users=3, seed=5,
-                                  upload_seconds=8, timeout_s=150), tmp_path)
+                                  upload_seconds=8, timeout_s=150, duplicates=0.2, reorder=0.2), tmp_path)
     assert passed(summary), summary
     assert summary["uploads"] == summary["results"] == 30
     assert summary["statuses"] == {"done": 27, "rejected": 3}
@@ -157,6 +157,10 @@ def test_blob_pipeline_survives_host_kills_an_azurite_restart_and_faults(tmp_pat
     assert summary["azurite_restarts"] == 1
     assert summary["injected_faults"] > 0
     assert summary["deliveries"] >= 30
+    # Delivered by the local Event Grid to the blobs webhook, with duplicates and late events, none dead-lettered.
+    event_grid = summary["event_grid"]
+    assert event_grid["published"] >= 30 and event_grid["dead_lettered"] == 0
+    assert event_grid["duplicates_sent"] >= 1 and event_grid["reordered"] >= 1
 
 
 def upload_version(app_settings: dict[str, str], blob_name: str, data: bytes) -> BlobEvent:

@@ -8,6 +8,7 @@ no wrongful 401 and that unknown kids cannot make the service hammer the JWKS en
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -22,9 +23,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi.testclient import TestClient
 from jwt.algorithms import RSAAlgorithm
 
+from devstack.entra_issuer import EntraIssuer
 from functions import dependencies
 from functions.http_api import create_api
 from shared_code.identity.auth import ALL_SCOPES, MAX_TOKEN_BYTES
@@ -33,8 +36,6 @@ from tests.integration.app_fixtures import SIGNING_KEY
 
 pytestmark = pytest.mark.integration
 
-ISSUER = "https://login.example.test/tenant-0001/v2.0"
-AUDIENCE = "api://imgclass-test"
 PNG = image_bytes("PNG", size=(16, 16))
 Header = Callable[[], dict[str, Any]]  # built lazily: some need the server or a revoked key first
 
@@ -216,13 +217,37 @@ def test_the_local_table_is_large_enough() -> None:
 
 
 # --- entra mode (RS256 from a JWKS) -------------------------------------------------------------------
+# The settings main.bicep gives the app (AUTH_ISSUER the v2.0 issuer, AUTH_AUDIENCE the API's client id);
+# only AUTH_JWKS_URL points at a loopback server. Two such servers, every entra test runs against both:
+# "jwks-server": a bare JWKS document served by http.server; "entra-issuer": devstack/entra_issuer.py, which
+# serves Entra's discovery document and JWKS paths and mints tokens exactly as Entra shapes them.
+TENANT = "5d2b8c9e-0f4a-4b71-8e36-2c9a1f7d4e50"
+CLIENT_ID = "a7e3f0c2-91b4-4d8e-b6a5-3f1c2d9e8b70"
+ISSUER = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+AUDIENCE = CLIENT_ID
+V1_ISSUER = f"https://sts.windows.net/{TENANT}/"
+
+
 @dataclass
 class Jwks:
-    """A JWKS endpoint on a free loopback port; `keys` can be changed to simulate rollover."""
+    """A JWKS endpoint on a free loopback port; `publish` changes its keys to simulate rollover."""
 
     keys: list[dict[str, Any]]
     hits: dict[str, int] = field(default_factory=dict)
-    url: str = ""
+    url: str = ""  # the server's base URL
+    keys_path: str = "/keys"
+    issuer: EntraIssuer | None = None  # set for the devstack Entra issuer
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.url}{self.keys_path}"
+
+    def publish(self, pairs: list[tuple[RSAPrivateKey, str]]) -> None:
+        """Publish exactly these (key, kid) pairs."""
+        if self.issuer is not None:
+            self.issuer.publish([(kid, key) for key, kid in pairs])
+        else:
+            self.keys = [public_jwk(key, kid) for key, kid in pairs]
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -234,8 +259,8 @@ def public_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
     return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
 
 
-@pytest.fixture
-def jwks() -> Iterator[Jwks]:
+@contextlib.contextmanager
+def bare_jwks_server() -> Iterator[Jwks]:
     state = Jwks(keys=[])
 
     class Handler(BaseHTTPRequestHandler):
@@ -260,11 +285,26 @@ def jwks() -> Iterator[Jwks]:
     server.server_close()
 
 
+@contextlib.contextmanager
+def devstack_entra_issuer() -> Iterator[Jwks]:
+    with EntraIssuer(tenant_id=TENANT, client_id=CLIENT_ID) as issuer:
+        base = issuer.jwks_url.removesuffix(issuer.jwks_path)
+        yield Jwks(keys=[], hits=issuer.hits, url=base, keys_path=issuer.jwks_path, issuer=issuer)
+
+
+@pytest.fixture(params=["jwks-server", "entra-issuer"])
+def jwks(request: pytest.FixtureRequest) -> Iterator[Jwks]:
+    with (bare_jwks_server() if request.param == "jwks-server" else devstack_entra_issuer()) as state:
+        yield state
+
+
 @pytest.fixture
 def entra_api(jwks: Jwks, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The real app with AUTH_MODE=entra; /api/me needs no storage, so no emulator is involved."""
-    for name, value in {"AUTH_MODE": "entra", "AUTH_JWKS_URL": f"{jwks.url}/keys", "AUTH_ISSUER": ISSUER,
-                        "AUTH_AUDIENCE": AUDIENCE, "COSMOS_KEY": "", "STORAGE_CONNECTION_STRING": "",
+    settings = {"AUTH_MODE": "entra", "AUTH_JWKS_URL": jwks.jwks_url, "AUTH_ISSUER": ISSUER, "AUTH_AUDIENCE": AUDIENCE}
+    if jwks.issuer is not None:
+        assert jwks.issuer.app_settings() == settings  # the local issuer's settings are the Bicep contract
+    for name, value in {**settings, "COSMOS_KEY": "", "STORAGE_CONNECTION_STRING": "",
                         "RATE_LIMIT_PER_MINUTE": "0"}.items():
         monkeypatch.setenv(name, value)
     dependencies.reset()
@@ -279,7 +319,10 @@ SIGNER_KID = "key-2026-a"
 
 
 def entra_claims(**changes: Any) -> dict[str, Any]:
-    return claims_for(ISSUER, AUDIENCE, **{"oid": "00000000-0000-0000-0000-00000000a11c", **changes})
+    """A v2.0 access token's claims (tid and ver are checked; the rest as Entra writes them)."""
+    entra = {"oid": "00000000-0000-0000-0000-00000000a11c", "tid": TENANT, "ver": "2.0",
+             "azp": "2f0c8a51-58e1-4d1b-9a8c-1c4e9f0b7a22", "azpacr": "1", "uti": "AbCdEfGh12345678", "aio": "x"}
+    return claims_for(ISSUER, AUDIENCE, **{**entra, **changes})
 
 
 def entra_token(key: Any = SIGNER, alg: str = "RS256", kid: Any = SIGNER_KID, headers: dict[str, Any] | None = None,
@@ -334,13 +377,31 @@ ENTRA_CASES = [
     Case("claims swapped, signature kept", lambda: bearer_of(replace_payload(entra_token(), entra_claims(oid="x")))),
     Case("local-mode key_id claim, tampered signature",
          lambda: bearer_of(tamper(entra_token(key_id="0" * 16), 2))),
+    # Entra token shapes: v2.0 (v2 issuer, aud = client id, ver 2.0) or v1.0 (sts issuer, aud = api://client id,
+    # ver 1.0), never a mix; the tenant named in AUTH_ISSUER only; the required claims present.
+    Case("v2 issuer, application id URI as audience", lambda: bearer_of(entra_token(aud=f"api://{CLIENT_ID}"))),
+    Case("the old default audience api://imgclass", lambda: bearer_of(entra_token(aud="api://imgclass"))),
+    Case("v1 issuer, client id as audience", lambda: bearer_of(entra_token(iss=V1_ISSUER, ver="1.0"))),
+    Case("v1 issuer and audience, ver 2.0", lambda: bearer_of(entra_token(iss=V1_ISSUER, aud=f"api://{CLIENT_ID}"))),
+    Case("v2 shape, ver 1.0", lambda: bearer_of(entra_token(ver="1.0"))),
+    Case("no ver", lambda: bearer_of(entra_token(ver=None))),
+    Case("v1 issuer of another tenant", lambda: bearer_of(entra_token(
+        iss="https://sts.windows.net/0e4b9a3c-1111-4222-8333-944455556666/", aud=f"api://{CLIENT_ID}", ver="1.0"))),
+    Case("tid of another tenant", lambda: bearer_of(entra_token(tid="0e4b9a3c-1111-4222-8333-944455556666"))),
+    Case("no tid", lambda: bearer_of(entra_token(tid=None))),
+    Case("audience list holding ours", lambda: bearer_of(entra_token(aud=[CLIENT_ID, "api://someone-else"]))),
+    Case("missing nbf", lambda: bearer_of(entra_token(nbf=None))),
+    Case("missing iss", lambda: bearer_of(entra_token(iss=None))),
+    Case("missing aud", lambda: bearer_of(entra_token(aud=None))),
+    Case("issuer spelled with the tenant's domain", lambda: bearer_of(entra_token(
+        iss="https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"))),
 ]
 _jwks_url: dict[str, str] = {}
 
 
 def test_hostile_tokens_in_entra_mode_are_all_401_and_never_hammer_the_jwks(jwks: Jwks,
                                                                             entra_api: TestClient) -> None:
-    jwks.keys = [public_jwk(SIGNER, SIGNER_KID)]
+    jwks.publish([(SIGNER, SIGNER_KID)])
     _jwks_url["url"] = jwks.url
     valid = entra_api.get("/api/me", headers=bearer_of(entra_token()))
     assert valid.status_code == 200, valid.text
@@ -352,8 +413,23 @@ def test_hostile_tokens_in_entra_mode_are_all_401_and_never_hammer_the_jwks(jwks
         assert response.json()["error"]["code"] == "unauthorized", case.name
     assert outcomes == {case.name: 401 for case in ENTRA_CASES}
     assert jwks.hits.get("/attacker", 0) == 0  # key sources named by a token are never contacted
-    assert jwks.hits["/keys"] <= 2  # the first fetch, and at most one refetch for all the unknown kids
+    assert jwks.hits[jwks.keys_path] <= 2  # the first fetch, and at most one refetch for all the unknown kids
     assert entra_api.get("/api/me", headers=bearer_of(entra_token())).status_code == 200
+
+
+def test_in_entra_mode_admin_comes_from_app_roles_never_from_scp(jwks: Jwks, entra_api: TestClient) -> None:
+    jwks.publish([(SIGNER, SIGNER_KID)])
+    consented = entra_api.get("/api/me", headers=bearer_of(entra_token(scope=None, scp="classify admin")))
+    assert consented.status_code == 200 and consented.json()["scopes"] == ["classify"]
+    assigned = entra_api.get("/api/me", headers=bearer_of(entra_token(scope=None, scp="classify", roles=["admin"])))
+    assert assigned.json()["scopes"] == ["admin", "classify"]
+
+
+def test_a_v1_token_with_its_own_issuer_and_audience_is_accepted(jwks: Jwks, entra_api: TestClient) -> None:
+    jwks.publish([(SIGNER, SIGNER_KID)])
+    v1 = entra_token(iss=V1_ISSUER, aud=f"api://{CLIENT_ID}", ver="1.0", azp=None, appid=CLIENT_ID)
+    response = entra_api.get("/api/me", headers=bearer_of(v1))
+    assert response.status_code == 200, response.text
 
 
 def test_both_tables_hold_at_least_40_hostile_tokens() -> None:
@@ -362,21 +438,21 @@ def test_both_tables_hold_at_least_40_hostile_tokens() -> None:
 
 def test_key_rollover_causes_no_wrongful_401(jwks: Jwks, entra_api: TestClient) -> None:
     old_key, new_key = SIGNER, rsa_key()
-    jwks.keys = [public_jwk(old_key, "old")]
+    jwks.publish([(old_key, "old")])
     assert entra_api.get("/api/me", headers=bearer_of(entra_token(kid="old"))).status_code == 200
-    jwks.keys = [public_jwk(old_key, "old"), public_jwk(new_key, "new")]  # the issuer publishes the next key
+    jwks.publish([(old_key, "old"), (new_key, "new")])  # the issuer publishes the next key
     assert entra_api.get("/api/me", headers=bearer_of(entra_token(key=new_key, kid="new"))).status_code == 200
     assert entra_api.get("/api/me", headers=bearer_of(entra_token(kid="old"))).status_code == 200
-    jwks.keys = [public_jwk(new_key, "new")]  # and retires the old one
+    jwks.publish([(new_key, "new")])  # and retires the old one
     for _ in range(3):
         assert entra_api.get("/api/me", headers=bearer_of(entra_token(key=new_key, kid="new"))).status_code == 200
 
 
 def test_a_key_published_right_after_start_up_is_accepted_at_once(jwks: Jwks, entra_api: TestClient) -> None:
     first, second = rsa_key(), rsa_key()
-    jwks.keys = [public_jwk(first, "first")]
+    jwks.publish([(first, "first")])
     assert entra_api.get("/api/me", headers=bearer_of(entra_token(key=first, kid="first"))).status_code == 200
-    jwks.keys = [public_jwk(second, "second")]  # an abrupt switch, without a key published in advance
+    jwks.publish([(second, "second")])  # an abrupt switch, without a key published in advance
     assert entra_api.get("/api/me", headers=bearer_of(entra_token(key=second, kid="second"))).status_code == 200
 
 

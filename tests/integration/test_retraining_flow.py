@@ -195,6 +195,42 @@ def test_deleted_uploads_are_left_out_of_the_training_set(flow: Flow, app_settin
     assert launcher.wait(submission.record["jobName"], timeout=60)["images"] == 40
 
 
+def test_the_api_app_records_a_request_and_the_monitor_sweep_launches_it(flow: Flow,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """RETRAIN_LAUNCH=monitor (the API app, no azure-ai-ml there): the route records `requested`, starts nothing;
+    the monitor's sweep (RETRAIN_LAUNCH=inline) takes the record over and launches it under the record's name."""
+    window = DriftWindow(start=flow.window.start + timedelta(days=3), hours=24)  # its lookback covers the uploads
+    calls_before = len(invocations(flow))
+    monkeypatch.setenv("RETRAIN_LAUNCH", "monitor")
+    dependencies.reset()
+    try:
+        with TestClient(create_api()) as client:
+            response = client.post("/api/retraining/run", json={"window": window.id},
+                                   headers=bearer("ops", admin=True))
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["launched"] is True and body["record"]["status"] == "requested"
+            assert body["record"]["launcher"] == "local"  # the launcher the monitor runs
+            listing = client.get("/api/retraining?refresh=true", headers=bearer("ops", admin=True))
+            assert listing.status_code == 200  # answers with what is stored: no launcher in this app
+            mine = next(item for item in listing.json()["items"] if item["windowId"] == window.key)
+            assert mine["status"] == "requested"
+    finally:
+        monkeypatch.delenv("RETRAIN_LAUNCH")
+        dependencies.reset()
+    assert len(invocations(flow)) == calls_before, "the API app must not launch anything"
+
+    deps = _deps()  # the monitor app
+    assert deps.launch_inline
+    launched = next(item for item in sweep(deps) if item["windowId"] == window.key)
+    assert launched["status"] == "submitted" and launched["jobName"] == body["record"]["jobName"]
+    launcher = deps.launcher
+    assert isinstance(launcher, LocalLauncher)
+    assert launcher.wait(launched["jobName"], timeout=60)["images"] == 40
+    assert all(item["windowId"] != window.key for item in sweep(deps) if item.get("status") == "submitted"
+               and item.get("launches", 1) > 1), "launched once"
+
+
 # --- routes -------------------------------------------------------------------------------------------
 @pytest.fixture
 def api(flow: Flow) -> Iterator[TestClient]:

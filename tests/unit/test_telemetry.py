@@ -246,3 +246,13 @@ def test_connection_string_configures_azure_monitor_once() -> None:
                           cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "configured"
+
+
+def test_feedback_accuracy_is_recorded_per_served_version(providers: Providers) -> None:
+    version = f"f-{uuid.uuid4().hex[:8]}"
+    telemetry.record_feedback_accuracy(accuracy=0.55, rows=40, model_name="tiny", model_version=version,
+                                       window_id="2026-11-23T00:00Z/PT24H")
+    point = point_with(providers.metric_reader, telemetry.METRIC_FEEDBACK_ACCURACY, model_version=version)
+    assert point.count == 1 and point.max == pytest.approx(0.55)
+    assert dict(point.attributes) == {"model_name": "tiny", "model_version": version}
+    assert set(point.attributes) <= telemetry.EMITTED_METRICS[telemetry.METRIC_FEEDBACK_ACCURACY]

@@ -36,8 +36,8 @@ def test_issued_tokens_authenticate_with_their_scopes_and_key_id(settings: Setti
 
 def test_scopes_come_from_scope_scp_and_roles_and_unknown_ones_are_dropped(settings: Settings) -> None:
     now = int(time.time())
-    claims = {"iss": settings.AUTH_ISSUER, "aud": settings.AUTH_AUDIENCE, "sub": "u", "iat": now, "exp": now + 60,
-              "scp": "classify superuser", "roles": ["results:read", "root"], "scope": "results:write"}
+    claims = {"iss": settings.AUTH_ISSUER, "aud": settings.AUTH_AUDIENCE, "sub": "u", "iat": now, "nbf": now,
+              "exp": now + 60, "scp": "classify superuser", "roles": ["results:read", "root"], "scope": "results:write"}
     principal = authenticate(settings, header(jwt.encode(claims, KEY, algorithm="HS256")))
     assert principal.scopes == {"classify", "results:read", "results:write"}
 
@@ -50,15 +50,17 @@ def test_admin_scope_satisfies_every_scope_check() -> None:
 
 def test_tokens_longer_lived_than_the_service_issues_are_refused(settings: Settings) -> None:
     now = int(time.time())
-    claims = {"iss": settings.AUTH_ISSUER, "aud": settings.AUTH_AUDIENCE, "sub": "u", "iat": now,
+    claims = {"iss": settings.AUTH_ISSUER, "aud": settings.AUTH_AUDIENCE, "sub": "u", "iat": now, "nbf": now,
               "exp": now + 25 * 3600}
     with pytest.raises(Unauthorized):
         authenticate(settings, header(jwt.encode(claims, KEY, algorithm="HS256")))
 
 
 def test_entra_mode_never_issues_local_tokens() -> None:
-    entra = Settings(AUTH_MODE="entra", AUTH_JWKS_URL="https://issuer.test/keys", COSMOS_KEY="",
-                     STORAGE_CONNECTION_STRING="")
+    tenant, client_id = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+    entra = Settings(AUTH_MODE="entra", AUTH_ISSUER=f"https://login.microsoftonline.com/{tenant}/v2.0",
+                     AUTH_AUDIENCE=client_id, AUTH_JWKS_URL=f"https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
+                     COSMOS_KEY="", STORAGE_CONNECTION_STRING="")
     with pytest.raises(Forbidden):
         issue_token(entra, "alice")
 
