@@ -141,13 +141,6 @@ def build(spec: PackageSpec, out: Path, *, root: Path = ROOT, reuse: bool = Fals
     return target
 
 
-def installed_modules(site_packages: Path) -> set[str]:
-    """Top-level import names installed in a site-packages folder (dist-info RECORDs, and plain folders)."""
-    names = {entry.name for entry in site_packages.iterdir() if entry.is_dir() and "." not in entry.name}
-    names |= {entry.stem for entry in site_packages.glob("*.py")}
-    return names
-
-
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.package", description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(PACKAGES), action="append", help="build only this package")

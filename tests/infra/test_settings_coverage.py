@@ -86,10 +86,25 @@ def test_the_app_settings_validate(app: str, monkeypatch: pytest.MonkeyPatch) ->
     """Every required combination resolves: Settings accepts exactly what Bicep gives (expressions stubbed)."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name, raising=False)
-    values = {name: value if isinstance(value, str) else f"https://{name.lower()}.example/"
-              for name, value in settings_of(app).items() if name in Settings.model_fields}
+    values = {name: _stub(name, value) for name, value in settings_of(app).items() if name in Settings.model_fields}
     settings = Settings.model_validate(values)
     assert settings.AUTH_MODE == "entra" and settings.MODEL_SOURCE == "blob"
+
+
+TENANT = "11111111-2222-3333-4444-555555555555"
+CLIENT_ID = "66666666-7777-8888-9999-000000000000"
+
+
+def _stub(name: str, value: Any) -> str:
+    """What a deployment would resolve a Bicep value to: parameters by their default (or a GUID for ids), the
+    authority by the public cloud's login endpoint, any other expression by an https URL."""
+    parameters = parse(MAIN_BICEP)["parameters"]
+    if isinstance(value, str) and value in parameters:
+        default = parameters[value].get("default")
+        return CLIENT_ID if value.endswith("ClientId") or default is None else str(default)
+    if isinstance(value, str):
+        return value.replace("${authority}", f"https://login.microsoftonline.com/{TENANT}")
+    return f"https://{name.lower().replace('_', '-')}.example/"
 
 
 def test_optional_list_has_no_stale_or_duplicate_entries() -> None:

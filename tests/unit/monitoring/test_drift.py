@@ -240,3 +240,25 @@ def test_a_window_is_sampled_in_bounded_memory_with_exact_counts() -> None:
     assert abs(positions.mean() - 25_000) < 2_000  # uniform over the stream, not its head or tail
     summary = compute_drift(synthetic_rows(2000, 1), sample.rows, current_counts=sample.counts)
     assert summary.current_rows == 50_000 and summary.corrections == len(labelled)
+
+
+def test_the_api_apps_report_is_the_verdict_table_without_evidently() -> None:
+    """DRIFT_REPORT=summary (the API package has no Evidently): same verdict, the table is the report."""
+    from shared_code.monitoring.drift import _report_html  # noqa: PLC0415 - the private renderer choice
+
+    code = (
+        "import sys\n"
+        "from tests.unit.monitoring.test_drift import synthetic_rows\n"
+        "from shared_code.monitoring.drift import compute_drift, _report_html\n"
+        "reference, current = synthetic_rows(150, 1), synthetic_rows(150, 2, brightness=-0.3)\n"
+        "summary = compute_drift(reference, current, window_id='2026-11-23T00:00Z/PT24H')\n"
+        "page = _report_html(reference, current, summary, evidently=False)\n"
+        "assert 'DRIFT' in page and 'drawDashboard' not in page, page[:500]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'evidently', 'pandas'}))\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert callable(_report_html)
