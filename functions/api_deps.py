@@ -76,6 +76,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Missing, invalid, expired or revoked bearer token",
     403: "The token lacks the scope, or the operation needs a user token",
     404: "Not found (or owned by another user)",
+    409: "Conflict: the account was erased while this request was in flight",
     413: "Payload, image or pixel count too large",
     415: "Unsupported content type or image format",
     422: "Request validation failed, or the image took too long to decode",

@@ -39,4 +39,7 @@ def classify_uploaded_blob(blob: func.InputStream) -> None:
     """Classify an uploaded image; bad images end `rejected`, persistent failures `failed`."""
     event = blob_event_from(blob)
     result = get_service().process_blob(event)
-    logger.info("blob %s -> result %s (%s)", event.blob_name, result.id, result.status)
+    if result is None:
+        logger.info("blob %s has no result (deleted or erased): the blob was deleted", event.blob_name)
+    else:
+        logger.info("blob %s -> result %s (%s)", event.blob_name, result.id, result.status)

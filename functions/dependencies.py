@@ -18,6 +18,7 @@ from fastapi import Depends
 from shared_code.composition import Components
 from shared_code.identity.account import AccountService
 from shared_code.identity.rate_limit import TokenBucketLimiter
+from shared_code.identity.shared_limit import Limiter
 from shared_code.inference.classifier import load_classifier
 from shared_code.results.service import ClassificationService
 from shared_code.settings import Settings, get_settings
@@ -35,7 +36,7 @@ def get_service() -> ClassificationService:
     return get_components().service
 
 
-def get_rate_limiter() -> TokenBucketLimiter:
+def get_rate_limiter() -> Limiter:
     return get_components().rate_limiter
 
 
@@ -47,6 +48,10 @@ def get_account_service() -> AccountService:
     return get_components().account
 
 
+def get_token_limiter() -> Limiter:
+    return get_components().token_limiter
+
+
 def reset() -> None:
     """Forget cached settings and components (tests, and settings reloads)."""
     get_components.cache_clear()
@@ -56,8 +61,9 @@ def reset() -> None:
 ComponentsDep = Annotated[Components, Depends(get_components)]
 ServiceDep = Annotated[ClassificationService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RateLimiterDep = Annotated[TokenBucketLimiter, Depends(get_rate_limiter)]
+RateLimiterDep = Annotated[Limiter, Depends(get_rate_limiter)]
 ImageLimiterDep = Annotated[TokenBucketLimiter, Depends(get_image_limiter)]
+TokenLimiterDep = Annotated[Limiter, Depends(get_token_limiter)]
 AccountDep = Annotated[AccountService, Depends(get_account_service)]
 
 

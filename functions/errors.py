@@ -88,7 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(exc.status_code, "http_error")
         # RFC 9110: a 405 names the allowed methods (MethodGuard answers most 405s before this point)
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 

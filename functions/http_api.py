@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 
 from functions import dependencies
 from functions.api_deps import AUTH_ERRORS, charge_images, error_responses, require
+from functions.body_limits import BodyLimits, RequestBodyLimits
 from functions.dependencies import ImageLimiterDep, ServiceDep, SettingsDep
 from functions.drift_api import drift_router
 from functions.errors import MethodGuard, install_error_handlers
@@ -316,12 +317,24 @@ def _with_served_state(document: dict[str, Any]) -> dict[str, Any]:
     return served
 
 
+def body_limits() -> BodyLimits:
+    """The caps of the current settings; the defaults while settings are invalid (the route reports that)."""
+    try:
+        settings = get_settings()
+    except Exception:  # a settings error is reported by the request itself, not here
+        settings = Settings.model_construct()
+    return BodyLimits(json_bytes=settings.MAX_JSON_BODY_BYTES, image_bytes=settings.MAX_UPLOAD_BYTES,
+                      images_per_request=settings.MAX_IMAGES_PER_REQUEST)
+
+
 def create_api() -> FastAPI:
     """The ASGI application."""
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
                   docs_url=None, redoc_url=None)  # /api/docs is served offline by web_ui
     install_error_handlers(api)
     api.add_middleware(MethodGuard, api=api)
+    # Outside the routing: bodies are capped before FastAPI parses them and before any auth dependency.
+    api.add_middleware(RequestBodyLimits, limits=body_limits)
     api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
     api.include_router(router)
     api.include_router(identity_router)

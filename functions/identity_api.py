@@ -11,12 +11,12 @@ import json
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from functions.api_deps import AUTH_ERRORS, error_responses, require
-from functions.dependencies import AccountDep, ComponentsDep, RateLimiterDep, SettingsDep
+from functions.dependencies import AccountDep, ComponentsDep, RateLimiterDep, SettingsDep, TokenLimiterDep
 from shared_code.errors import Forbidden, NotFound
 from shared_code.identity.api_keys import (
     ApiKeyRecord,
@@ -25,6 +25,7 @@ from shared_code.identity.api_keys import (
     parse_key,
 )
 from shared_code.identity.auth import Principal, issue_token
+from shared_code.settings import Settings
 
 Scope = Literal["classify", "results:read", "results:write", "admin"]
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -100,16 +101,34 @@ def local_key_store(settings: SettingsDep, components: ComponentsDep) -> KeyStor
 
 LocalKeyStoreDep = Annotated[KeyStore, Depends(local_key_store)]
 
+
+def client_address(request: Request, settings: Settings) -> str:
+    """The caller's address: the front end's X-Forwarded-For entry in Azure, the peer address otherwise.
+
+    Only the last entry is the front end's own; earlier ones are whatever the client sent. Locally there is
+    no front end, so the header (any client may set it) is ignored unless TRUST_FORWARDED_FOR is on.
+    """
+    if settings.TRUST_FORWARDED_FOR:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            host = last.rsplit(":", 1)[0] if last.count(":") == 1 else last  # IPv4:port; IPv6 left whole
+            return host[:64]
+    return request.client.host if request.client else "unknown"
+
+
 # --- routes -------------------------------------------------------------------------------------------
 router = APIRouter(prefix="/api", tags=["identity"])
 
 
 @router.post("/token", responses=error_responses(400, 401, 403, 422, 429, 503))
 async def exchange_api_key(body: TokenRequest, settings: SettingsDep, components: ComponentsDep,
-                           limiter: RateLimiterDep) -> TokenPublic:
+                           limiter: RateLimiterDep, per_client: TokenLimiterDep, request: Request) -> TokenPublic:
     """Exchange an API key (JSON body, client-credentials style) for a short-lived bearer token."""
     if settings.AUTH_MODE != "local":
         raise Forbidden("tokens are issued by Entra ID in this deployment")
+    # Per client address first: the key id is the caller's choice, so it alone cannot stop guessing.
+    await run_in_threadpool(per_client.check, f"ip:{client_address(request, settings)}")
     _, key_id, _ = parse_key(body.api_key)
     limiter.check(f"key:{key_id}")
     record = await run_in_threadpool(components.keys.verify, body.api_key)

@@ -27,7 +27,9 @@ from shared_code.cosmos import cosmos_client, ensure_container
 from shared_code.errors import BadRequest
 from shared_code.identity.account import AccountService
 from shared_code.identity.api_keys import KeyStore
+from shared_code.identity.erasure import ErasureLog
 from shared_code.identity.rate_limit import TokenBucketLimiter
+from shared_code.identity.shared_limit import CombinedLimiter, Limiter, SharedWindowLimiter
 from shared_code.inference.imaging import ImageLimits
 from shared_code.inference.model_repository import BlobModelRepository, ModelProvider, default_cache_dir
 from shared_code.results.blob_store import BlobStore, request_retry_policy
@@ -171,19 +173,50 @@ class Components:
         s = self.settings
         return self._once("service", lambda: ClassificationService(
             self.models, self.results, self.blobs, max_attempts=s.BLOB_MAX_ATTEMPTS,
-            upload_minutes=s.UPLOAD_SAS_MINUTES, decode_timeout_s=s.DECODE_TIMEOUT_S))
+            upload_minutes=s.UPLOAD_SAS_MINUTES, decode_timeout_s=s.DECODE_TIMEOUT_S,
+            max_request_pixels=s.MAX_REQUEST_PIXELS, erased_recently=self.erasures.erased_recently,
+            retry_backoff_s=s.BLOB_RETRY_BACKOFF_S))
 
     # --- identity -----------------------------------------------------------------------------------
     @property
-    def keys(self) -> KeyStore:
-        """One key store per process, so its revocation cache is shared by every request."""
-        return self._once("keys", lambda: KeyStore(
-            self._container(self.settings.COSMOS_KEYS_CONTAINER, create_locally=True)))
+    def _keys_container(self) -> ContainerProxy:
+        return self._container(self.settings.COSMOS_KEYS_CONTAINER, create_locally=True)
 
     @property
-    def rate_limiter(self) -> TokenBucketLimiter:
-        s = self.settings
-        return self._once("rate_limiter", lambda: TokenBucketLimiter(s.RATE_LIMIT_PER_MINUTE, s.RATE_LIMIT_BURST))
+    def erasures(self) -> ErasureLog:
+        """Account erasure markers (in the keys container), checked after every write that creates."""
+        return self._once("erasures", lambda: ErasureLog(self._keys_container,
+                                                         hold_s=self.settings.ERASURE_HOLD_SECONDS))
+
+    @property
+    def keys(self) -> KeyStore:
+        """One key store per process, so its revocation cache is shared by every request."""
+        return self._once("keys", lambda: KeyStore(self._keys_container,
+                                                   erased_recently=self.erasures.erased_recently))
+
+    @property
+    def rate_limiter(self) -> Limiter:
+        """Per user: the instance's token bucket (bursts), and with RATE_LIMIT_SHARED the count across instances."""
+        def build() -> Limiter:
+            s = self.settings
+            local = TokenBucketLimiter(s.RATE_LIMIT_PER_MINUTE, s.RATE_LIMIT_BURST)
+            if not s.RATE_LIMIT_SHARED or not local.enabled:
+                return local
+            return CombinedLimiter(local, SharedWindowLimiter(self._keys_container, s.RATE_LIMIT_PER_MINUTE))
+
+        return self._once("rate_limiter", build)
+
+    @property
+    def token_limiter(self) -> Limiter:
+        """`POST /api/token` per client address, across instances: key guessing is not unlimited."""
+        def build() -> Limiter:
+            per_minute = self.settings.TOKEN_RATE_LIMIT_PER_MINUTE
+            local = TokenBucketLimiter(per_minute, max(1, per_minute))
+            if not local.enabled:
+                return local
+            return CombinedLimiter(local, SharedWindowLimiter(self._keys_container, per_minute, chunk=1))
+
+        return self._once("token_limiter", build)
 
     @property
     def image_limiter(self) -> TokenBucketLimiter:
@@ -196,7 +229,8 @@ class Components:
     def account(self) -> AccountService:
         # an absent feedback container counts as empty
         return self._once("account", lambda: AccountService(
-            self.results, self.blobs, self.keys, self._container(FEEDBACK_CONTAINER, create_locally=False)))
+            self.results, self.blobs, self.keys, self._container(FEEDBACK_CONTAINER, create_locally=False),
+            self.erasures))
 
     # --- monitoring ---------------------------------------------------------------------------------
     @property
@@ -295,4 +329,5 @@ class Components:
             uploads=self.blobs.service.get_container_client(s.UPLOADS_CONTAINER), models=models,
             launcher=launcher or self.launcher, served=served, task=s.RETRAIN_TASK,
             extra_args=split_args(s.RETRAIN_TRAIN_ARGS), lookback=timedelta(days=s.RETRAIN_LOOKBACK_DAYS),
-            min_images=s.RETRAIN_MIN_IMAGES, launch_inline=s.RETRAIN_LAUNCH == "inline")
+            min_images=s.RETRAIN_MIN_IMAGES, launch_inline=s.RETRAIN_LAUNCH == "inline",
+            per_user_cap=s.RETRAIN_MAX_CORRECTIONS_PER_USER)

@@ -85,6 +85,17 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class AccountErased(Conflict):
+    """The account's data was erased moments ago; a write still in flight from before must not bring it back."""
+
+    code = "account_erased"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"

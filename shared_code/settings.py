@@ -80,7 +80,17 @@ class Settings(BaseSettings):
     MAX_UPLOAD_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
     MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
     MAX_IMAGES_PER_REQUEST: int = Field(default=16, ge=1)
-    BLOB_MAX_ATTEMPTS: int = Field(default=5, ge=1, description="Attempts before a blob result becomes 'failed'.")
+    MAX_JSON_BODY_BYTES: int = Field(default=64 * 1024, ge=1024, description="Cap on JSON and other non-image "
+                                     "request bodies, enforced before parsing and before auth.")
+    MAX_REQUEST_PIXELS: int = Field(default=100_000_000, ge=1, description="Decoded pixels of all images of one "
+                                    "request together (a batch of large images is refused with 413).")
+    BLOB_MAX_ATTEMPTS: int = Field(default=4, ge=1, description="Attempts before a blob result becomes 'failed'; "
+                                   "below host.json poisonBlobThreshold, so one more delivery records `failed` "
+                                   "after a worker died on the last attempt.")
+    BLOB_RETRY_BACKOFF_S: float = Field(default=0.5, ge=0, description="First back-off before a transient "
+                                        "failure is redelivered (doubles per attempt, capped at 8 s); 0 = none.")
+    ERASURE_HOLD_SECONDS: int = Field(default=600, ge=60, description="How long an account erasure marker undoes "
+                                      "writes in flight from before it (longer than functionTimeout).")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
     RATE_LIMIT_IMAGES_PER_MINUTE: int = Field(
@@ -91,6 +101,12 @@ class Settings(BaseSettings):
                                          description="Upload grants per POST /api/uploads/batch.")
     MAX_RESULT_IDS_PER_REQUEST: int = Field(default=500, ge=1, le=1000,
                                             description="Result ids per POST /api/results/query.")
+    RATE_LIMIT_SHARED: bool = Field(default=True, description="Also count RATE_LIMIT_PER_MINUTE across all instances "
+                                    "(Cosmos counters per user and minute in the keys container).")
+    TOKEN_RATE_LIMIT_PER_MINUTE: int = Field(default=30, ge=0, description="POST /api/token requests per client "
+                                             "address per minute, across instances; 0 = off.")
+    TRUST_FORWARDED_FOR: bool = Field(default=False, description="Take the client address from the last "
+                                      "X-Forwarded-For entry (set by the Azure front end); off locally.")
     DECODE_TIMEOUT_S: float = Field(default=5.0, ge=0, description="Images slower to decode are rejected; 0 = off.")
 
     # --- telemetry ---------------------------------------------------------------------------------------
@@ -125,6 +141,8 @@ class Settings(BaseSettings):
                                     "'--epochs-head 2 --max-images 5000'.")
     RETRAIN_LOOKBACK_DAYS: int = Field(default=30, ge=1, description="Corrections this far back feed a retraining.")
     RETRAIN_MIN_IMAGES: int = Field(default=20, ge=1, description="Fewer corrected uploads than this: no job.")
+    RETRAIN_MAX_CORRECTIONS_PER_USER: int = Field(default=50, ge=0, description="Corrections of one user used in "
+                                                  "one training set (the newest); 0 = no cap.")
     RETRAIN_STALE_MINUTES: int = Field(default=15, ge=1, description="A submission stuck this long is launched again.")
     RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
                                       description="Python with torch for RETRAIN_MODE=local (relative: repo root).")

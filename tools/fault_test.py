@@ -13,8 +13,15 @@ restarted `--kills` times (preferably while blob invocations are in flight) and 
 keeps its data in `--location`). Then it waits until every upload has its final result and counts result
 documents per upload.
 
-The last stdout line is one JSON object: uploads, results, lost, duplicates, then the details. The exit code
-is 0 only when every upload has exactly one final result with the expected status.
+With `--erase-users N` the last N users erase their accounts (`DELETE /api/me`) once all their uploads are in,
+while the host is still processing them and may still be killed and redeliver; with `--corrections N`, N
+finished results get a user correction while the chaos goes on.
+
+The last stdout line is one JSON object: uploads, results, lost, duplicates, resurrected, lost_corrections,
+stuck_pending, then the details. An erased user's upload counts as a result when nothing of it is left. The
+exit code is 0 only when every kept upload has exactly one final result with the expected status, nothing of
+an erased user exists (`resurrected`: documents, blobs and keys left), every correction is still there
+(`lost_corrections`) and no result is left `pending` (`stuck_pending`).
 """
 
 from __future__ import annotations
@@ -481,8 +488,8 @@ def is_final_for(document: dict[str, Any] | None, etag: str | None) -> bool:
             and document.get("status") in ("done", "rejected", "failed"))
 
 
-def summarise(stack: LocalStack, granted: list[Granted]) -> dict[str, Any]:
-    """Count results per upload: lost, duplicates, wrong statuses, abandoned grants."""
+def summarise(stack: LocalStack, granted: list[Granted], corrected: dict[str, str] | None = None) -> dict[str, Any]:
+    """Count results per upload: lost, duplicates, wrong statuses, abandoned grants, lost corrections."""
     users = sorted({g.upload.user for g in granted})
     items = all_documents(stack.cosmos_container(), users)
     etags = stack.blob_etags()
@@ -506,11 +513,78 @@ def summarise(stack: LocalStack, granted: list[Granted]) -> dict[str, Any]:
             wrong_status += 1
     uploaded = {g.blob_name for g in granted}
     abandoned = [i for i in items if i.get("blobName") not in uploaded]
+    by_id = {str(item["id"]): item for item in items}
+    lost_corrections = sum(1 for result_id, label in (corrected or {}).items()
+                           if by_id.get(result_id, {}).get("correctedLabel") != label)
+    stuck_pending = sum(1 for item in items if item.get("status") == "pending")
     return {"results": results, "lost": lost, "duplicates": duplicates, "wrong_status": wrong_status,
+            "lost_corrections": lost_corrections, "stuck_pending": stuck_pending,
             "statuses": dict(statuses), "documents": len(items),
             "abandoned_grants": len(abandoned),
             "abandoned_statuses": dict(Counter(str(i.get("status")) for i in abandoned)),
             "max_attempts_seen": max((int(i.get("attempts") or 0) for i in items), default=0)}
+
+
+# --- erasures and corrections --------------------------------------------------------------------------
+def api_call(stack: LocalStack, method: str, path: str, user: str, deadline: float, *,
+             json_body: dict[str, Any] | None = None, accept: tuple[int, ...] = (200,)) -> httpx.Response:
+    """One API call retried through host kills, injected faults (5xx) and throttling, until the deadline."""
+    delay = 0.2
+    with httpx.Client(timeout=30) as client:
+        while True:
+            try:
+                answer = client.request(method, f"{stack.api}{path}", json=json_body,
+                                        headers={"Authorization": f"Bearer {token(user)}"})
+                if answer.status_code in accept:
+                    return answer
+                if answer.status_code < 500 and answer.status_code != 429:
+                    raise RuntimeError(f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+            except httpx.TransportError:
+                pass  # the host is being restarted
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{method} {path} did not succeed before the deadline")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def erase_accounts(stack: LocalStack, users: Sequence[str], deadline: float) -> int:
+    """`DELETE /api/me` for each user (their uploads may still be processing); how many were erased."""
+    for user in users:
+        report = api_call(stack, "DELETE", "/me", user, deadline).json()
+        log(f"erased {user}: {report}")
+    return len(users)
+
+
+def correct_results(stack: LocalStack, granted: Sequence[Granted], count: int, label: str,
+                    deadline: float) -> dict[str, str]:
+    """Correct `count` results once each is `done` (while the chaos goes on); result id -> corrected label."""
+    corrected: dict[str, str] = {}
+    for item in [g for g in granted if g.upload.expected == "done"][:count]:
+        while time.monotonic() < deadline:
+            result = api_call(stack, "GET", f"/results/{item.result_id}", item.upload.user, deadline).json()
+            if result["status"] == "done":
+                break
+            time.sleep(0.5)
+        answer = api_call(stack, "POST", f"/results/{item.result_id}/feedback", item.upload.user, deadline,
+                          json_body={"label": label}, accept=(200, 400))
+        if answer.status_code == 200:
+            corrected[item.result_id] = label
+    return corrected
+
+
+def served_label(card: Path) -> str:
+    """A label the served model knows (corrections must name one)."""
+    return str(json.loads(card.read_text(encoding="utf-8"))["labels"][0])
+
+
+def leftovers(stack: LocalStack, users: Sequence[str]) -> int:
+    """Documents (results, keys) and blobs of erased users: each one was resurrected or never erased."""
+    if not users:
+        return 0
+    documents = len(all_documents(stack.cosmos_container(), users))
+    keys = [item for item in all_documents(stack.cosmos_container("keys"), users) if item.get("type") == "apiKey"]
+    blobs = [name for name in stack.blob_etags() if name.split("/", 1)[0] in set(users)]
+    return documents + len(keys) + len(blobs)
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -531,6 +605,8 @@ class FaultTestConfig:
     upload_seconds: float = 0.0  # 0: spread over the expected kill period
     timeout_s: float = 540.0
     model: str = ""  # a model card; default: the tiny test model
+    erase_users: int = 0  # the last N users erase their accounts mid-run (make fault-test: 2)
+    corrections: int = 0  # finished results corrected mid-run (make fault-test: 25)
     duplicates: float = 0.05  # share of Event Grid events delivered twice
     reorder: float = 0.05  # share of Event Grid events held back so that later ones overtake them
 
@@ -579,20 +655,28 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
                 futures.append(pool.submit(grant_and_put, stack, upload, client, deadline))
             granted = [future.result() for future in futures]
         log(f"{len(granted)} uploads accepted; {chaos_stats.host_kills} kills so far")
+        all_users = sorted({u.user for u in uploads})
+        erased_users = all_users[len(all_users) - config.erase_users:] if config.erase_users else []
+        erased = [g for g in granted if g.upload.user in erased_users]
+        kept = [g for g in granted if g.upload.user not in erased_users]
+        erase_accounts(stack, erased_users, deadline)  # while their last uploads are still being processed
+        corrected = correct_results(stack, kept, config.corrections, served_label(card), deadline)
         killer.join(timeout=max(1.0, deadline - time.monotonic()))
         stop.set()
         if stack.host is None or stack.host.process.poll() is not None:
             stack.start_host()
         log("chaos done; waiting for every upload's final result")
-        wait_for_results(stack, granted, deadline)
+        wait_for_results(stack, kept, deadline)
         quiesced_s = time.monotonic() - began
         stack.host.stop()  # type: ignore[union-attr]  # graceful: drains, then the counts are final
         stack.event_grid.stop()  # type: ignore[union-attr]  # SIGTERM: it logs its counters
-        summary = summarise(stack, granted)
+        summary = summarise(stack, kept, corrected)
+        resurrected = leftovers(stack, erased_users)
         faults_seen, requests_seen = read_fault_log(stack.fault_log)
         return {
-            "uploads": len(granted), "results": summary["results"], "lost": summary["lost"],
-            "duplicates": summary["duplicates"],
+            "uploads": len(granted), "results": summary["results"] + (len(erased) if resurrected == 0 else 0),
+            "lost": summary["lost"], "duplicates": summary["duplicates"], "resurrected": resurrected,
+            "lost_corrections": summary["lost_corrections"], "stuck_pending": summary["stuck_pending"],
             "wrong_status": summary["wrong_status"], "statuses": summary["statuses"],
             "planted_bad": sum(1 for u in uploads if u.expected == "rejected"),
             "host_kills": chaos_stats.host_kills, "kills_in_flight": chaos_stats.kills_in_flight,
@@ -603,6 +687,7 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
             "requests_seen_min": dict(requests_seen),
             "deliveries": count_deliveries([stack.host_log(r) for r in range(1, stack.host_runs + 1)]),
             "max_attempts_seen": summary["max_attempts_seen"],
+            "erased_users": len(erased_users), "erased_uploads": len(erased), "corrections": len(corrected),
             "poisoned": stack.poisoned(),
             "event_grid": {key: value for key, value in stack.event_grid_stats().items()
                            if key in ("published", "delivered", "attempts", "failed_attempts", "duplicates_sent",
@@ -623,7 +708,8 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
 def passed(summary: dict[str, Any]) -> bool:
     """The run's verdict: every upload has exactly one final result with the expected status."""
     return bool(summary["results"] == summary["uploads"] and summary["lost"] == 0 and summary["duplicates"] == 0
-                and summary["wrong_status"] == 0)
+                and summary["wrong_status"] == 0 and summary.get("resurrected", 0) == 0
+                and summary.get("lost_corrections", 0) == 0 and summary.get("stuck_pending", 0) == 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -648,12 +734,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reorder", type=float, default=defaults.reorder,
                         help="share of Event Grid events delivered late (others overtake them)")
     parser.add_argument("--model", default="", help="model card to serve (default: the tiny test model)")
+    parser.add_argument("--erase-users", type=int, default=2, help="users that erase their accounts mid-run")
+    parser.add_argument("--corrections", type=int, default=25, help="results corrected mid-run")
     parser.add_argument("--workdir", default=None, help="keep logs and data here (default: a temporary folder)")
     args = parser.parse_args(argv)
     config = FaultTestConfig(uploads=args.uploads, kills=args.kills, fault_rate=args.fault_rate,
                              after_share=args.after_share, bad_share=args.bad_share, users=args.users,
                              seed=args.seed, azurite_restarts=args.azurite_restarts, blob_workers=args.blob_workers,
                              upload_seconds=args.upload_seconds, timeout_s=args.timeout, model=args.model,
+                             erase_users=args.erase_users, corrections=args.corrections,
                              duplicates=args.duplicates, reorder=args.reorder)
     with scratch(args.workdir) as workdir:
         summary = run(config, workdir)

@@ -13,6 +13,7 @@ from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from shared_code.cosmos import utc_now
 from shared_code.errors import NotFound
 from shared_code.identity.api_keys import KeyStore
+from shared_code.identity.erasure import ErasureLog
 from shared_code.results.blob_store import BlobStore, safe_user_id
 from shared_code.results.store import ResultsStore
 
@@ -36,7 +37,8 @@ class AccountService:
     """Export and erase one user's data; every store is addressed by the user's partition or prefix."""
 
     def __init__(self, results: ResultsStore, blobs: BlobStore, keys: KeyStore,
-                 feedback: ContainerProxy | None = None) -> None:
+                 feedback: ContainerProxy | None = None, erasures: ErasureLog | None = None) -> None:
+        self.erasures = erasures
         self.results = results
         self.blobs = blobs
         self.keys = keys
@@ -56,8 +58,15 @@ class AccountService:
         }
 
     def delete(self, user_id: str) -> DeletionReport:
-        """Remove the user's uploads, results, API keys and feedback; keys first so no new token is minted."""
+        """Remove the user's uploads, results, API keys and feedback; keys first so no new token is minted.
+
+        The erasure marker is written before anything is deleted: a write in flight from before sees it
+        after its own write and undoes that write (identity.erasure), and blob events that arrive later
+        find no result and delete their blob instead of recreating one (ClassificationService.process_blob).
+        """
         user_id = safe_user_id(user_id)
+        if self.erasures is not None:
+            self.erasures.mark(user_id)
         keys = self.keys.delete_all(user_id)
         blobs = self.blobs.delete_prefix(self.blobs.uploads_container, f"{user_id}/")
         results = 0

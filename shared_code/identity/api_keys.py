@@ -19,16 +19,21 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
+    CosmosResourceNotFoundError,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared_code.cosmos import read_or_none, translate_cosmos_error, utc_now
-from shared_code.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from shared_code.errors import AccountErased, BadRequest, Forbidden, NotFound, Unauthorized
 from shared_code.identity.auth import ALL_SCOPES, Principal
 from shared_code.results.blob_store import safe_user_id
 
@@ -55,6 +60,7 @@ class ApiKeyRecord(BaseModel):
     secret_hash: str = Field(alias="secretHash")
     created_at: str = Field(default_factory=utc_now, alias="createdAt")
     last_used_at: str | None = Field(default=None, alias="lastUsedAt")
+    etag: str | None = Field(default=None, alias="_etag", exclude=True)  # version read: if-match of the touch
 
     @property
     def display_prefix(self) -> str:
@@ -109,8 +115,10 @@ def grantable_scopes(caller: Principal, requested: Iterable[str] | None) -> list
 class KeyStore:
     """API keys of one Cosmos container partitioned by /userId, with a per-instance revocation cache."""
 
-    def __init__(self, container: ContainerProxy, *, revocation_cache_s: float = REVOCATION_CACHE_S) -> None:
+    def __init__(self, container: ContainerProxy, *, revocation_cache_s: float = REVOCATION_CACHE_S,
+                 erased_recently: Callable[[str], bool] | None = None) -> None:
         self.container = container
+        self._erased_recently = erased_recently  # identity.erasure: checked after a key is created
         self._cache_s = revocation_cache_s
         self._status: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -128,6 +136,10 @@ class KeyStore:
             self.container.create_item(record.to_cosmos())
         except CosmosHttpResponseError as exc:
             raise translate_cosmos_error(exc) from exc
+        if self._erased_recently is not None and self._erased_recently(user_id):
+            # Check after write: the account was erased while this request was in flight; the key goes too.
+            self.revoke(user_id, key_id)
+            raise AccountErased("this account's data was erased while the request was in flight; no key was kept")
         self._remember(user_id, key_id, active=True)
         return record, format_key(user_id, key_id, secret)
 
@@ -208,6 +220,13 @@ class KeyStore:
                 return
         record.last_used_at = utc_now()
         try:
-            self.container.upsert_item(record.to_cosmos())
+            # A conditional replace: a key revoked since it was read stays revoked (never recreated by a touch),
+            # and of two touches racing one wins; the other's write would say the same.
+            self.container.replace_item(record.id, record.to_cosmos(), etag=record.etag,
+                                        match_condition=MatchConditions.IfNotModified)
+        except CosmosResourceNotFoundError:
+            self._remember(record.user_id, record.id, active=False)
+        except CosmosAccessConditionFailedError:
+            pass  # touched (or changed) concurrently: the last-use time is recorded either way
         except CosmosHttpResponseError as exc:  # bookkeeping only: never fail a token exchange over it
             logger.warning("could not record last use of API key %s (%s)", record.id, exc.status_code)

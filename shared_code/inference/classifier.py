@@ -170,6 +170,13 @@ _cache: dict[str, Classifier] = {}
 _cache_lock = threading.Lock()
 
 
+def evict_classifier(classifier: Classifier) -> None:
+    """Forget a superseded classifier: its session is freed once the requests still using it finish."""
+    with _cache_lock:
+        for key in [key for key, cached in _cache.items() if cached is classifier]:
+            del _cache[key]
+
+
 def load_classifier(path: Path, *, intra_op_threads: int = 0, verify_sha256: bool = True,
                     backend: str = "onnxruntime") -> Classifier:
     """Load (once per model version, content hash and backend setting) the classifier a card or ONNX file describes.

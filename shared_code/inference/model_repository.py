@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from shared_code.errors import ModelUnavailable
-from shared_code.inference.classifier import load_classifier
+from shared_code.inference.classifier import evict_classifier, load_classifier
 from shared_code.inference.imaging import ImageLimits
 from shared_code.inference.model_card import CARD_SUFFIX, load_card
 from shared_code.inference.pipeline import ClassificationPipeline
@@ -27,6 +28,7 @@ from shared_code.inference.pipeline import ClassificationPipeline
 logger = logging.getLogger(__name__)
 LATEST_POINTER = "latest.json"
 TRAINING_ONLY_SUFFIXES = (".pt", ".pth")
+RETRY_FIRST_S = 2.0  # first back-off after a failed refresh while a model is served
 
 
 class BlobModelRepository:
@@ -71,12 +73,36 @@ class BlobModelRepository:
         return str(max(numbers, default=0) + 1)
 
     def fetch(self, name: str, version: str) -> Path:
-        """Download one version (once) and return the local card path."""
+        """Download one version (once) and return the local card path.
+
+        The version is downloaded into a temporary folder next to its final place, checked (the card reads
+        and its ONNX is there), and only then renamed into place: an interrupted download never leaves a
+        card that is trusted without its ONNX. A cached folder whose card lacks its ONNX (left by an older,
+        non-atomic download) is discarded and fetched again.
+        """
         target = self.cache_dir / name / version
         card_path = target / f"model{CARD_SUFFIX}"
-        if card_path.exists():
+        if _complete(card_path):
             return card_path
-        target.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            logger.warning("cached model %s:%s is incomplete; downloading it again", name, version)
+            shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".part", dir=target.parent))
+        try:
+            self._download(name, version, staging)
+            if not _complete(staging / f"model{CARD_SUFFIX}"):
+                raise ModelUnavailable(f"model {name}:{version} has no model card or no ONNX file next to it")
+            try:
+                staging.rename(target)  # atomic on one file system: the folder appears complete or not at all
+            except OSError:
+                if not _complete(card_path):  # not another worker's complete copy: a real failure
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return card_path
+
+    def _download(self, name: str, version: str, folder: Path) -> None:
         prefix = f"{name}/{version}/"
         blobs = list(self.container.list_blobs(name_starts_with=prefix))
         if not blobs:
@@ -85,13 +111,8 @@ class BlobModelRepository:
             relative = blob.name[len(prefix):]
             if "/" in relative or relative in {"", ".", ".."} or relative.endswith(TRAINING_ONLY_SUFFIXES):
                 continue  # sub-folders (metrics) and torch checkpoints are for training, not serving
-            partial = target / f".{relative}.part"
-            with partial.open("wb") as handle:
+            with (folder / relative).open("wb") as handle:
                 self.container.download_blob(blob.name).readinto(handle)
-            partial.replace(target / relative)  # atomic: a half-downloaded file is never loaded
-        if not card_path.exists():
-            raise ModelUnavailable(f"model {name}:{version} has no model card")
-        return card_path
 
     def publish(self, name: str, version: str, folder: Path, *, promote: bool) -> None:
         """Upload a version folder (card, ONNX, extras) and optionally make it the promoted one."""
@@ -124,6 +145,7 @@ class ModelProvider:
         self._pipeline: ClassificationPipeline | None = None
         self._source: Path | None = None
         self._checked_at = 0.0
+        self._failures = 0
 
     @property
     def repository(self) -> BlobModelRepository | None:
@@ -150,11 +172,25 @@ class ModelProvider:
         with self._lock:
             if self._pipeline is not None and time.monotonic() - self._checked_at < self._refresh_seconds:
                 return self._pipeline
-            card_path = self._resolve()
-            classifier = load_classifier(card_path, intra_op_threads=self._threads, backend=self._backend)
+            try:
+                card_path = self._resolve()
+                classifier = load_classifier(card_path, intra_op_threads=self._threads, backend=self._backend)
+            except Exception as exc:
+                if self._pipeline is None:
+                    raise
+                # The pointer (or the new version) cannot be read now: keep serving the last good model and
+                # look again after a back-off that doubles up to the refresh interval.
+                self._failures += 1
+                delay = min(self._refresh_seconds, RETRY_FIRST_S * 2 ** (self._failures - 1))
+                self._checked_at = time.monotonic() - self._refresh_seconds + delay
+                logger.warning("model refresh failed (%s: %s); serving %s, next try in %.0f s",
+                               type(exc).__name__, exc, self._pipeline.card.model_id, delay)
+                return self._pipeline
+            self._failures = 0
             if self._pipeline is None or self._pipeline.classifier is not classifier:
                 if self._pipeline is not None:
                     logger.info("switching model %s -> %s", self._pipeline.card.model_id, classifier.card.model_id)
+                    evict_classifier(self._pipeline.classifier)  # in-flight requests keep their reference
                 self._pipeline = ClassificationPipeline(classifier, self._limits)
             self._source = card_path
             self._checked_at = time.monotonic()
@@ -170,6 +206,17 @@ class ModelProvider:
             return path
         version = self._repository.latest_version(self._name) if self._version == "latest" else self._version
         return self._repository.fetch(self._name, version)
+
+
+def _complete(card_path: Path) -> bool:
+    """Whether a card exists and the ONNX file it names is next to it (the sha256 is checked on load)."""
+    if not card_path.exists():
+        return False
+    try:
+        _, onnx_path = load_card(card_path)
+    except (OSError, ValueError):
+        return False
+    return onnx_path.exists()
 
 
 def version_key(version: str) -> tuple[int, str]:

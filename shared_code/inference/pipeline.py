@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared_code.errors import ImageRejected
+from shared_code.errors import ImageRejected, PayloadTooLarge
 from shared_code.inference.classifier import Classifier, Prediction
 from shared_code.inference.features import ImageFeatures, confidence_and_margin, embeddings, image_statistics
 from shared_code.inference.imaging import DecodedImage, ImageLimits, decode_image
@@ -25,6 +25,16 @@ class ImageClassification:
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     backend: str = ""  # e.g. openvino-int8: the engine and arithmetic that produced the predictions
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a result needs of the original image once its pixels are gone."""
+
+    width: int
+    height: int
+    format: str
+    decode_ms: float
 
 
 class ClassificationPipeline:
@@ -49,19 +59,32 @@ class ClassificationPipeline:
             raise outcome
         return outcome
 
-    def classify_many(self, images: Sequence[bytes], top_k: int = 5) -> list[ImageClassification | ImageRejected]:
-        """Classify several images in one batch; bad ones come back as their rejection, in order."""
+    def classify_many(self, images: Sequence[bytes], top_k: int = 5, *, max_total_pixels: int = 0
+                      ) -> list[ImageClassification | ImageRejected]:
+        """Classify several images in one batch; bad ones come back as their rejection, in order.
+
+        Only each image's crop and facts are kept across the batch: the full-resolution decode is dropped as
+        soon as it is cropped, so a batch holds one large image at a time, not all of them. With
+        `max_total_pixels`, the decoded pixels of the whole batch are capped: `PayloadTooLarge` (413).
+        """
         outcomes: list[ImageClassification | ImageRejected | None] = [None] * len(images)
-        decoded: list[tuple[int, DecodedImage, np.ndarray, float]] = []
+        decoded: list[tuple[int, _Facts, np.ndarray, float]] = []
+        total_pixels = 0
         for index, data in enumerate(images):
             try:
                 image = self.decode(data)
             except ImageRejected as rejection:
                 outcomes[index] = rejection
                 continue
+            total_pixels += image.width * image.height
+            if max_total_pixels and total_pixels > max_total_pixels:
+                raise PayloadTooLarge(f"the images of this request have more than {max_total_pixels} pixels "
+                                      "together; send fewer or smaller images per request")
             started = time.perf_counter()
             crop = np.asarray(resize_and_crop(image.image, self.card), dtype=np.uint8)
-            decoded.append((index, image, crop, (time.perf_counter() - started) * 1000.0))
+            facts = _Facts(image.width, image.height, image.format, image.decode_ms)
+            del image  # the full-resolution pixels go now, not at the end of the batch
+            decoded.append((index, facts, crop, (time.perf_counter() - started) * 1000.0))
         if decoded:
             # One uint8 batch: a view for a single image, one copy per crop otherwise; the float input is made
             # by the backend (in place into its input buffer, or inside the compiled graph).
@@ -70,15 +93,15 @@ class ClassificationPipeline:
             probabilities = self.classifier.probabilities(outputs.logits)
             vectors = embeddings(outputs.features, probabilities)
             per_image_inference = outputs.inference_ms / len(decoded)
-            for row, (index, image, crop, resize_ms) in enumerate(decoded):
+            for row, (index, facts, crop, resize_ms) in enumerate(decoded):
                 outcomes[index] = self._result(
-                    image, crop, probabilities[row], vectors[row], top_k,
-                    {"decode": image.decode_ms, "preprocess": resize_ms, "inference": per_image_inference},
+                    facts, crop, probabilities[row], vectors[row], top_k,
+                    {"decode": facts.decode_ms, "preprocess": resize_ms, "inference": per_image_inference},
                     outputs.backend,
                 )
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _result(self, image: DecodedImage, crop: np.ndarray, probabilities: np.ndarray, vector: np.ndarray,
+    def _result(self, image: _Facts, crop: np.ndarray, probabilities: np.ndarray, vector: np.ndarray,
                 top_k: int, timings: dict[str, float], backend: str) -> ImageClassification:
         confidence, margin = confidence_and_margin(probabilities)
         features = ImageFeatures(

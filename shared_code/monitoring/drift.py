@@ -64,6 +64,47 @@ def row_from_result(item: Mapping[str, Any]) -> dict[str, Any] | None:
     return drift_row(features, item.get("predictedLabel"), known_label=item.get("correctedLabel"))
 
 
+class WindowSample:
+    """A uniform sample of at most `cap` rows of a stream (reservoir, Algorithm R), plus exact counts.
+
+    A window of a million results (about 2 KB each) does not fit a monitor instance; the distribution tests
+    already compare samples of a few thousand rows, so a uniform reservoir loses nothing they use, while the
+    row count, the corrections and the accuracy on them are counted exactly over every row.
+    """
+
+    def __init__(self, cap: int, seed: int = 0) -> None:
+        self.cap = cap
+        self.rows: list[dict[str, Any]] = []
+        self.seen = 0
+        self.labelled = 0
+        self.correct = 0
+        self.first_at: str | None = None  # exact span of the rows' `created_at` (ISO strings sort as times)
+        self.last_at: str | None = None
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.seen += 1
+        stamp = row.get("created_at")
+        if isinstance(stamp, str) and stamp:
+            self.first_at = stamp if self.first_at is None else min(self.first_at, stamp)
+            self.last_at = stamp if self.last_at is None else max(self.last_at, stamp)
+        known = row.get("known_label")
+        if known is not None:
+            self.labelled += 1
+            self.correct += str(row.get("predicted_label") or "") == known
+        if len(self.rows) < self.cap:
+            self.rows.append(row)
+            return
+        slot = int(self._rng.integers(self.seen))
+        if slot < self.cap:
+            self.rows[slot] = row
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(rows seen, correct, labelled) over the whole stream."""
+        return self.seen, self.correct, self.labelled
+
+
 @dataclass(frozen=True)
 class _Frame:
     """Rows as columns, so each test is one vectorised pass even over 100k rows."""
@@ -161,13 +202,21 @@ def _sample(count: int, cap: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def compute_drift(reference_rows: Sequence[Mapping[str, Any]], current_rows: Sequence[Mapping[str, Any]], *,
-                  thresholds: DriftThresholds | None = None, window_id: str | None = None) -> DriftSummary:
-    """Compare current rows with reference rows; name the signals that moved."""
+                  thresholds: DriftThresholds | None = None, window_id: str | None = None,
+                  current_counts: tuple[int, int, int] | None = None) -> DriftSummary:
+    """Compare current rows with reference rows; name the signals that moved.
+
+    `current_counts` (rows, correct, labelled) of the whole window when `current_rows` is a sample of it
+    (`WindowSample`): the row count, corrections and accuracy are then the window's, not the sample's.
+    """
     limits = thresholds or DriftThresholds()
     started = time.perf_counter()
     ref, cur = _Frame.of(reference_rows), _Frame.of(current_rows)
     correct, labelled = cur.accuracy()
-    base = DriftSummary(reference_rows=len(ref), current_rows=len(cur), corrections=labelled, thresholds=limits,
+    total = len(cur)
+    if current_counts is not None:
+        total, correct, labelled = current_counts
+    base = DriftSummary(reference_rows=len(ref), current_rows=total, corrections=labelled, thresholds=limits,
                         window_id=window_id)
     if len(ref) < limits.min_rows or len(cur) < limits.min_rows:
         base.status = "insufficient_data"
@@ -348,18 +397,20 @@ def _summarise(window: DriftWindow, deps: DriftDependencies
         reference_info = _baseline_info(baseline, policy)
     reference = profile_rows(profile)
     after = baseline.last_at if baseline is not None else None
-    current, excluded = _window_rows(window, deps, card, after=after)
-    summary = compute_drift(reference, current, thresholds=deps.thresholds, window_id=window.id)
+    sample, excluded = _window_rows(window, deps, card, after=after)
+    summary = compute_drift(reference, sample.rows, thresholds=deps.thresholds, window_id=window.id,
+                            current_counts=sample.counts)
     return summary.model_copy(update={**where, "excluded_rows": excluded, "reference": reference_info}), reference, \
-        current
+        sample.rows
 
 
 def _window_rows(window: DriftWindow, deps: DriftDependencies, card: ModelCard, *, after: str | None
-                 ) -> tuple[list[dict[str, Any]], int]:
-    """The window's comparable rows of the served version (created after `after` when given), and how many not."""
-    current: list[dict[str, Any]] = []
+                 ) -> tuple[WindowSample, int]:
+    """The window's comparable rows of the served version (created after `after` when given), as a bounded
+    uniform sample with exact counts and time span, and how many rows were not comparable."""
+    sample = WindowSample(deps.thresholds.window_sample, seed=deps.thresholds.seed)
     excluded = 0
-    for item in read_window_rows(deps.results, window):
+    for item in read_window_rows(deps.results, window):  # streamed page by page, never held whole
         row = row_from_result(item)
         served = item.get("model") or {}
         # rows of another model version live in another embedding and label space; rows a baseline already
@@ -369,8 +420,8 @@ def _window_rows(window: DriftWindow, deps: DriftDependencies, card: ModelCard, 
             excluded += 1
             continue
         row["created_at"] = str(item.get("createdAt", ""))
-        current.append(row)
-    return current, excluded
+        sample.add(row)
+    return sample, excluded
 
 
 def _baseline_info(baseline: Baseline | None, policy: BaselinePolicy) -> ReferenceInfo:
@@ -394,16 +445,16 @@ def _collect_baseline(window: DriftWindow, deps: DriftDependencies, card: ModelC
     for _ in range(BASELINE_SAVE_ATTEMPTS):  # ETag races with a run of another window: re-read and merge again
         if baseline is not None and baseline.state == "complete":
             break  # another run completed it meanwhile; this window stays a baseline window
-        rows, _ = _window_rows(window, deps, card, after=baseline.last_at if baseline else None)
-        if not rows:
+        sample, _ = _window_rows(window, deps, card, after=baseline.last_at if baseline else None)
+        rows = sample.rows  # a uniform sample of the window's new rows; its count and time span are exact
+        if not rows or sample.first_at is None or sample.last_at is None:
             break
         held = store.load_profile(baseline) if baseline is not None else None
-        total = (baseline.rows if baseline else 0) + len(rows)
+        total = (baseline.rows if baseline else 0) + sample.seen
         merged = merge_profiles(profile_rows(held) if held else [], baseline.rows if baseline else 0, rows,
-                                cap=policy.sample, seed=deps.thresholds.seed)
-        stamps = [row["created_at"] for row in rows]
-        first_at = min(stamps + ([baseline.first_at] if baseline and baseline.first_at else []))
-        last_at = max(stamps + ([baseline.last_at] if baseline and baseline.last_at else []))
+                                cap=policy.sample, seed=deps.thresholds.seed, new_count=sample.seen)
+        first_at = min([sample.first_at] + ([baseline.first_at] if baseline and baseline.first_at else []))
+        last_at = max([sample.last_at] + ([baseline.last_at] if baseline and baseline.last_at else []))
         state: BaselineState = "complete" if policy.is_complete(total, first_at, last_at) else "collecting"
         profile = build_reference_profile(merged, model=card, cap=policy.sample, seed=deps.thresholds.seed)
         profile.update(row_count=total, source="baseline",
@@ -424,18 +475,20 @@ def _collect_baseline(window: DriftWindow, deps: DriftDependencies, card: ModelC
 
 
 def merge_profiles(held: Sequence[Mapping[str, Any]], held_count: int, new_rows: Sequence[Mapping[str, Any]], *,
-                   cap: int, seed: int) -> list[Mapping[str, Any]]:
-    """A uniform sample (at most `cap`) of held_count earlier rows (of which `held` is a sample) plus new rows.
+                   cap: int, seed: int, new_count: int | None = None) -> list[Mapping[str, Any]]:
+    """A uniform sample (at most `cap`) of held_count earlier rows (of which `held` is a sample) plus new_count
+    new rows (of which `new_rows` is a sample; all of them when new_count is None).
 
     How many come from each side follows the hypergeometric law of drawing from the union, so a baseline
-    collected over many windows weighs each row alike, in memory bounded by `cap` plus one window.
+    collected over many windows weighs each row alike, in memory bounded by `cap` plus one window sample.
     """
-    total = held_count + len(new_rows)
+    new_total = len(new_rows) if new_count is None else max(new_count, len(new_rows))
+    total = held_count + new_total
     size = min(cap, total)
-    if size == total and len(held) == held_count:
+    if size == total and len(held) == held_count and len(new_rows) == new_total:
         return [*held, *new_rows]
     rng = np.random.default_rng(seed + held_count)
-    from_held = int(rng.hypergeometric(max(held_count, 0), len(new_rows), size)) if held_count else 0
+    from_held = int(rng.hypergeometric(max(held_count, 0), new_total, size)) if held_count else 0
     from_held = min(from_held, len(held))
     from_new = min(size - from_held, len(new_rows))
     held_picks = rng.choice(len(held), size=from_held, replace=False) if from_held else np.zeros(0, dtype=np.int64)

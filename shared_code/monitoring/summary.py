@@ -40,6 +40,8 @@ class DriftThresholds(BaseModel):
     permutations: int = Field(default=2500, ge=20, description="Raised if needed so 1/(P+1) < the per-signal level.")
     embedding_sample: int = Field(default=1000, ge=50, description="Rows per side for the MMD test (O(n^2)).")
     category_sample: int = Field(default=5000, ge=100, description="Rows per side for the label permutation test.")
+    window_sample: int = Field(default=20_000, ge=100, description="Window rows kept in memory (a uniform "
+                               "reservoir); counts and accuracy are still over every row of the window.")
     seed: int = 0
 
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
+from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
@@ -222,11 +223,17 @@ class BlobStore:
             raise TransientError("blob storage is temporarily unavailable") from exc
         return str(properties.etag).strip('"')
 
-    def delete(self, container: str, blob_name: str) -> bool:
+    def delete(self, container: str, blob_name: str, *, etag: str | None = None) -> bool:
+        """Delete a blob (with `etag`: only that version, so a newer upload under the name survives)."""
+        conditions: dict[str, Any] = {}
+        if etag:
+            conditions = {"etag": f'"{etag.strip(chr(34))}"', "match_condition": MatchConditions.IfNotModified}
         try:
-            self.service.get_blob_client(container, blob_name).delete_blob(delete_snapshots="include")
+            self.service.get_blob_client(container, blob_name).delete_blob(delete_snapshots="include", **conditions)
         except ResourceNotFoundError:
             return False
+        except ResourceModifiedError:
+            return False  # overwritten since: the newer version has its own event
         return True
 
     def delete_prefix(self, container: str, prefix: str) -> int:

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared_code.cosmos import read_or_none, translate_cosmos_error, utc_now
-from shared_code.errors import BadRequest, NotFound
+from shared_code.errors import BadRequest, Conflict, NotFound, TransientError
 
 ResultStatus = Literal["pending", "done", "rejected", "failed"]
+UPDATE_ATTEMPTS = 8  # re-reads after a lost race before giving up (each loser re-reads the winner's write)
 
 
 class PredictionOut(BaseModel):
@@ -61,6 +68,8 @@ class ResultDocument(BaseModel):
     features: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     attempts: int = 0
+    # The stored version this copy was read at: the if-match of a conditional replace; never written.
+    etag: str | None = Field(default=None, alias="_etag", exclude=True)
 
     def to_cosmos(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")
@@ -73,12 +82,55 @@ class ResultsStore:
         self.container = container
 
     def upsert(self, document: ResultDocument) -> ResultDocument:
+        """An unconditional write: seeding tests and tools only; the service creates or updates conditionally."""
         document.updated_at = utc_now()
         try:
-            self.container.upsert_item(document.to_cosmos())
+            stored = self.container.upsert_item(document.to_cosmos())
         except CosmosHttpResponseError as exc:
             raise translate_cosmos_error(exc) from exc
+        document.etag = stored.get("_etag")
         return document
+
+    def create(self, document: ResultDocument) -> ResultDocument:
+        """Store a new result; `Conflict` when one with this id exists (it is never overwritten)."""
+        document.updated_at = utc_now()
+        try:
+            stored = self.container.create_item(document.to_cosmos())
+        except CosmosResourceExistsError as exc:
+            raise Conflict(f"result {document.id!r} already exists") from exc
+        except CosmosHttpResponseError as exc:
+            raise translate_cosmos_error(exc) from exc
+        document.etag = stored.get("_etag")
+        return document
+
+    def update(self, user_id: str, result_id: str, change: Callable[[ResultDocument], bool], *,
+               attempts: int = UPDATE_ATTEMPTS) -> ResultDocument | None:
+        """Read, `change`, and replace only if nobody wrote in between; re-read and re-apply when someone did.
+
+        `change` mutates the document it is given and returns whether there is anything to write; it may run
+        several times (once per lost race), each time on the latest stored version. The write can only
+        replace: a document deleted meanwhile (an erased account, a deleted result) stays deleted, and None
+        is returned. Returns the stored document (unchanged when `change` said there was nothing to write).
+        """
+        for _ in range(attempts):
+            document = self.find(user_id, result_id)
+            if document is None:
+                return None
+            if not change(document):
+                return document
+            document.updated_at = utc_now()
+            try:
+                stored = self.container.replace_item(result_id, document.to_cosmos(), etag=document.etag,
+                                                     match_condition=MatchConditions.IfNotModified)
+            except CosmosAccessConditionFailedError:
+                continue  # another writer won: apply the change again to what it wrote
+            except CosmosResourceNotFoundError:
+                return None
+            except CosmosHttpResponseError as exc:
+                raise translate_cosmos_error(exc) from exc
+            document.etag = stored.get("_etag")
+            return document
+        raise TransientError(f"result {result_id!r} is being changed by others; retry")
 
     def find(self, user_id: str, result_id: str) -> ResultDocument | None:
         item = read_or_none(self.container, result_id, user_id)

@@ -70,16 +70,30 @@ def record_id(window_key: str) -> str:
 # --- the training set ---------------------------------------------------------------------------------
 
 
-def collect_corrections(results: ContainerProxy, start: datetime, end: datetime) -> list[TrainingExample]:
-    """Corrected blob results created in [start, end), across users (cross-partition; admin and timer only)."""
+def collect_corrections(results: ContainerProxy, start: datetime, end: datetime, *,
+                        per_user_cap: int = 0) -> list[TrainingExample]:
+    """Corrected blob results created in [start, end), across users (cross-partition; admin and timer only).
+
+    `per_user_cap` (> 0) keeps at most that many corrections per user, the newest: corrections are unvetted,
+    so one account (or a few) flooding wrong labels cannot make up the training set.
+    """
     parameters: list[dict[str, Any]] = [{"name": "@start", "value": _result_time(start)},
                                         {"name": "@end", "value": _result_time(end)}]
-    examples = {
-        TrainingExample(str(item["blobName"]), str(item["correctedLabel"]))
-        for item in results.query_items(_CORRECTIONS_QUERY, parameters=parameters,
-                                        enable_cross_partition_query=True, max_item_count=1000)
-        if item.get("blobName") and item.get("correctedLabel")
-    }
+    by_user: dict[str, list[tuple[str, TrainingExample]]] = {}
+    for item in results.query_items(_CORRECTIONS_QUERY, parameters=parameters,
+                                    enable_cross_partition_query=True, max_item_count=1000):
+        if item.get("blobName") and item.get("correctedLabel"):
+            example = TrainingExample(str(item["blobName"]), str(item["correctedLabel"]))
+            by_user.setdefault(str(item.get("userId")), []).append((str(item.get("createdAt") or ""), example))
+    examples: set[TrainingExample] = set()
+    capped = 0
+    for user_examples in by_user.values():
+        newest = sorted(user_examples, key=lambda pair: pair[0], reverse=True)
+        kept = newest[:per_user_cap] if per_user_cap > 0 else newest
+        capped += len(newest) - len(kept)
+        examples.update(example for _, example in kept)
+    if capped:
+        logger.info("%d corrections left out by the per-user cap of %d", capped, per_user_cap)
     return sorted(examples)
 
 
@@ -214,6 +228,7 @@ class RetrainingDependencies:
     extra_args: tuple[str, ...] = ()
     lookback: timedelta = timedelta(days=30)
     min_images: int = 20
+    per_user_cap: int = 0  # corrections per user in one training set; 0 = no cap
     # False in the API app: a submission is recorded as `requested` and the monitor's sweep launches it
     launch_inline: bool = True
 
@@ -301,7 +316,8 @@ def _launch(record: dict[str, Any], deps: RetrainingDependencies) -> dict[str, A
     try:
         name, served_version, card_path = deps.served()
         end = parse_iso(record["windowEnd"])
-        examples = existing_examples(deps.uploads, collect_corrections(deps.results, end - deps.lookback, end))
+        examples = existing_examples(deps.uploads, collect_corrections(deps.results, end - deps.lookback, end,
+                                                                         per_user_cap=deps.per_user_cap))
         counts = Counter(example.label for example in examples)
         manifest = {"rows": len(examples), "classes": len(counts), "blob": manifest_blob_name(record["jobName"]),
                     "from": utc_iso(end - deps.lookback), "to": record["windowEnd"]}

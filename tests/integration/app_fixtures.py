@@ -40,6 +40,7 @@ def app_settings(azurite: Any, cosmos: Any, tmp_path_factory: pytest.TempPathFac
         "MODEL_SOURCE": "local", "MODEL_PATH": str(model_card), "AUTH_MODE": "local",
         "AUTH_SIGNING_KEY": SIGNING_KEY, "MAX_UPLOAD_BYTES": "200000", "MAX_IMAGES_PER_REQUEST": "4",
         "BLOB_MAX_ATTEMPTS": "3", "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
+        "TOKEN_RATE_LIMIT_PER_MINUTE": "1000",  # many tests exchange keys from the one test client address
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)

@@ -99,7 +99,7 @@ def test_persistent_failure_ends_failed_and_visible(api: TestClient, app_setting
             broken.process_blob(event)  # transient: raised so that the host redelivers
         assert api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()["status"] == "pending"
     final = broken.process_blob(event)  # last attempt: recorded as failed, not raised
-    assert final.status == "failed"
+    assert final is not None and final.status == "failed"
     result = api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()
     assert result["status"] == "failed" and "3 attempts" in result["error"]["message"]
 

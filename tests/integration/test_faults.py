@@ -180,7 +180,7 @@ def test_duplicate_and_out_of_order_events_leave_one_result_for_the_newest_conte
     service.process_blob(new)
     service.process_blob(new)  # duplicate delivery
     late = service.process_blob(old)  # the older version's event arrives last
-    assert late.blob_etag == new.etag
+    assert late is not None and late.blob_etag == new.etag
     documents = list(service.results.container.query_items(
         "SELECT * FROM c WHERE c.userId = @u", parameters=[{"name": "@u", "value": "olga"}], partition_key="olga"))
     assert len(documents) == 1
@@ -208,3 +208,14 @@ def test_a_version_overwritten_while_it_was_processed_does_not_overwrite_the_new
     stored = service.results.find("pavel", grant["id"])
     assert stored is not None and stored.blob_etag == newer["event"].etag
 
+
+
+@pytest.mark.slow
+def test_account_erasures_and_corrections_amid_kills_leave_nothing_resurrected_or_lost(tmp_path: Path) -> None:
+    summary = run(FaultTestConfig(uploads=30, kills=3, fault_rate=0.05, bad_share=0.1, users=3, seed=6,
+                                  upload_seconds=8, timeout_s=200, erase_users=1, corrections=5), tmp_path)
+    assert passed(summary), summary
+    assert summary["erased_users"] == 1 and summary["erased_uploads"] == 10
+    assert summary["resurrected"] == summary["lost_corrections"] == summary["stuck_pending"] == 0
+    assert summary["corrections"] == 5
+    assert summary["uploads"] == summary["results"] == 30

@@ -10,6 +10,7 @@ harmless here and refusing them would refuse real photos that carry vendor trail
 from __future__ import annotations
 
 import io
+import os
 import resource
 import struct
 import threading
@@ -29,7 +30,7 @@ from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import bearer
+from tests.integration.app_fixtures import bearer, blob_service
 
 pytestmark = pytest.mark.integration
 
@@ -281,9 +282,12 @@ def client(app_settings: dict[str, str]) -> Iterator[TestClient]:
 
 
 def deliver(data: bytes, user: str, extension: str) -> func.blob.InputStream:
+    """What the host hands the trigger for a stored blob (the trigger ignores events of blobs not stored)."""
     name = f"{user}/{uuid.uuid4().hex}{extension}"
+    stored = blob_service(dict(os.environ)).get_blob_client("uploads", name).upload_blob(data)
     return func.blob.InputStream(data=data, name=f"uploads/{name}", length=len(data),
-                                 uri=f"http://127.0.0.1/uploads/{name}", blob_properties={"ETag": uuid.uuid4().hex})
+                                 uri=f"http://127.0.0.1/uploads/{name}",
+                                 blob_properties={"ETag": str(stored["etag"]).strip('"')})
 
 
 def test_the_hostile_corpus_is_refused_cleanly_over_http_and_in_the_blob_path(client: TestClient) -> None:

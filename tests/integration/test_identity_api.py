@@ -17,6 +17,7 @@ from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
 from shared_code.cosmos import cosmos_client
+from shared_code.errors import RateLimited
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import bearer, blob_service, restore_environment
 
@@ -201,3 +202,52 @@ def test_slow_decodes_are_rejected_over_http_and_in_the_blob_path(
             blob_properties={"ETag": blob.get_blob_properties().etag}))
         result = client.get(f"/api/results/{grant['id']}", headers=headers).json()
         assert result["status"] == "rejected" and result["error"]["code"] == "decode_timeout"
+
+
+def _not_near_a_window_edge() -> None:
+    """Shared limits count per minute window: start well inside one, so the test sees a single window."""
+    import time  # noqa: PLC0415
+
+    if time.time() % 60 > 45:
+        time.sleep(61 - time.time() % 60)
+
+
+def test_two_instances_sharing_a_per_user_limit_hold_it_together(configured_api: Callable[..., None]) -> None:
+    import uuid  # noqa: PLC0415
+
+    configured_api(RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="6")
+    _not_near_a_window_edge()
+    first = dependencies.get_rate_limiter()
+    dependencies.reset()  # a second instance: its own process, its own in-memory state
+    second = dependencies.get_rate_limiter()
+    assert first is not second
+    subject = f"user:shared-{uuid.uuid4().hex[:8]}"
+    allowed = 0
+    for instance in [first, second] * 6:
+        try:
+            instance.check(subject)
+            allowed += 1
+        except RateLimited:
+            continue
+    assert allowed == 6
+
+
+def test_token_exchange_is_limited_per_client_address_whatever_key_ids_are_tried(
+        configured_api: Callable[..., None]) -> None:
+    import secrets  # noqa: PLC0415
+
+    configured_api(TOKEN_RATE_LIMIT_PER_MINUTE="4", TRUST_FORWARDED_FOR="true")
+    _not_near_a_window_edge()
+    address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    owner = b"guess".hex()
+    with TestClient(create_api()) as client:
+        statuses = []
+        for _ in range(7):  # a fresh (made-up) key id every time: the per-key limit never trips
+            guess = f"ick_{owner}_{secrets.token_hex(8)}_{secrets.token_hex(32)}"
+            response = client.post("/api/token", json={"api_key": guess},
+                                   headers={"X-Forwarded-For": f"203.0.113.9, {address}"})
+            statuses.append(response.status_code)
+        assert statuses == [401] * 4 + [429] * 3
+        other = client.post("/api/token", json={"api_key": "ick_00_0000000000000000_" + "0" * 64},
+                            headers={"X-Forwarded-For": f"{address}, 198.51.100.{secrets.randbelow(250)}"})
+        assert other.status_code == 401  # another client address (the last entry is the front end's)

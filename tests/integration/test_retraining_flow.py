@@ -99,7 +99,7 @@ def flow(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             data = noisy_photo(rng, 0.4)
             etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
             result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
-            assert result.status == "done", result
+            assert result is not None and result.status == "done", result
             record_feedback(service.results, card.labels, user_id=user, result_id=result.id,
                             label="dark" if i % 4 else "blue")
         yield flow
@@ -185,6 +185,7 @@ def test_deleted_uploads_are_left_out_of_the_training_set(flow: Flow, app_settin
     blob_name = f"retrain-user-0/{'f' * 32}.png"
     etag = uploads.get_blob_client(blob_name).upload_blob(data, overwrite=True)["etag"]
     result = service.process_blob(BlobEvent(blob_name, data, str(etag)))
+    assert result is not None
     record_feedback(service.results, ["dark"], user_id="retrain-user-0", result_id=result.id, label="dark")
     uploads.delete_blob(blob_name)  # the owner deleted the image after correcting it
     submission = submit_retraining(window, deps, reason="test")

@@ -92,3 +92,40 @@ def test_tampered_model_file_is_refused(tmp_path: Path) -> None:
 def test_softmax_is_stable_for_large_logits() -> None:
     probabilities = softmax(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
     assert np.allclose(probabilities, [[0.5, 0.5, 0.0]])
+
+
+_PEAK_PROBE = """
+import resource, sys
+from shared_code.inference.classifier import load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
+from tests.factories import image_bytes
+pipeline = ClassificationPipeline(load_classifier(sys.argv[1]))
+png = image_bytes("PNG", size=(2500, 2500), color=(20, 230, 20))
+pipeline.classify_many([png], top_k=1)  # warm up: the session and its first buffers
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcomes = pipeline.classify_many([png] * 16, top_k=1)
+assert all(o.predictions[0].label == "green" for o in outcomes), outcomes
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_a_batch_of_large_flat_pngs_holds_one_full_image_at_a_time(tmp_path: Path) -> None:
+    """16 flat 2500x2500 PNGs (19 MB each decoded, 300 MB together) keep only their crops across the batch."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    card_path = make_tiny_model(tmp_path)
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
+    probe = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(card_path)], cwd=repo, capture_output=True,
+                           text=True, timeout=300, check=True)
+    growth = int(probe.stdout.strip().splitlines()[-1])
+    assert growth < 120 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MiB over the batch"
+
+
+def test_the_decoded_pixels_of_a_request_are_capped(pipeline: ClassificationPipeline) -> None:
+    from shared_code.errors import PayloadTooLarge  # noqa: PLC0415
+
+    png = image_bytes("PNG", size=(100, 100))
+    assert len(pipeline.classify_many([png] * 3, max_total_pixels=30_000)) == 3
+    with pytest.raises(PayloadTooLarge):
+        pipeline.classify_many([png] * 4, max_total_pixels=30_000)

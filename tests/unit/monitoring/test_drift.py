@@ -224,6 +224,24 @@ def test_report_html_is_evidently_with_the_verdict_on_top() -> None:
     assert page.index("Drift window") < page.index("</body>")
 
 
+def test_a_window_is_sampled_in_bounded_memory_with_exact_counts() -> None:
+    from shared_code.monitoring.drift import WindowSample  # noqa: PLC0415
+
+    sample = WindowSample(cap=1000, seed=3)
+    rows = synthetic_rows(50_000, 4)
+    for index, row in enumerate(rows):
+        row["index"] = index
+        sample.add(row)
+    assert len(sample.rows) == 1000
+    labelled = [row for row in rows if row["known_label"] is not None]
+    correct = sum(row["known_label"] == row["predicted_label"] for row in labelled)
+    assert sample.counts == (50_000, correct, len(labelled))
+    positions = np.asarray([row["index"] for row in sample.rows])
+    assert abs(positions.mean() - 25_000) < 2_000  # uniform over the stream, not its head or tail
+    summary = compute_drift(synthetic_rows(2000, 1), sample.rows, current_counts=sample.counts)
+    assert summary.current_rows == 50_000 and summary.corrections == len(labelled)
+
+
 def test_the_api_apps_report_is_the_verdict_table_without_evidently() -> None:
     """DRIFT_REPORT=summary (the API package has no Evidently): same verdict, the table is the report."""
     from shared_code.monitoring.drift import _report_html  # noqa: PLC0415 - the private renderer choice

@@ -104,3 +104,29 @@ def test_classify_path_never_imports_azure_ml_or_torch() -> None:
                             check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_one_user_cannot_make_up_the_training_set() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+    from typing import Any, cast  # noqa: PLC0415
+
+    from azure.cosmos import ContainerProxy  # noqa: PLC0415
+
+    from shared_code.retraining.submission import collect_corrections  # noqa: PLC0415
+
+    class Corrections:
+        """What the corrections query answers: one flooding user and one ordinary user."""
+
+        def query_items(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+            flood = [{"userId": "flood", "blobName": f"flood/{i:032x}.jpg", "correctedLabel": "wrong",
+                      "createdAt": f"2026-11-{1 + i % 28:02d}T00:00:{i % 60:02d}.000000Z"} for i in range(500)]
+            return [*flood, {"userId": "ada", "blobName": "ada/1.jpg", "correctedLabel": "cat",
+                             "createdAt": "2026-11-02T00:00:00.000000Z"}]
+
+    results = cast(ContainerProxy, Corrections())
+    window = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    assert len(collect_corrections(results, *window)) == 501
+    capped = collect_corrections(results, *window, per_user_cap=20)
+    assert len(capped) == 21
+    assert sum(1 for example in capped if example.path.startswith("flood/")) == 20
+    assert any(example.path == "ada/1.jpg" for example in capped)
