@@ -41,7 +41,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,6 +108,7 @@ class LocalStack:
     event_grid: ManagedProcess | None = None
     duplicates: float = 0.0
     reorder: float = 0.0
+    mint: Callable[[str], str] = token  # bearer tokens for a user: local HS256, or the local Entra issuer's
     host_runs: int = 0
 
     @property
@@ -366,7 +367,7 @@ def grant_and_put(stack: LocalStack, upload: Upload, stats: ClientStats, deadlin
     """POST /api/uploads then PUT the bytes to the SAS URL, retrying through kills and restarts."""
     # One Idempotency-Key per upload: a grant whose answer a kill or an injected fault lost is retried onto the
     # same result id and blob, so no stray `pending` result is left behind ("abandoned_grants" stays 0).
-    headers = {"Authorization": f"Bearer {token(upload.user)}", "Idempotency-Key": uuid.uuid4().hex}
+    headers = {"Authorization": f"Bearer {stack.mint(upload.user)}", "Idempotency-Key": uuid.uuid4().hex}
     grant: dict[str, str] | None = None
     delay = 0.2
     with httpx.Client(timeout=30) as client:
@@ -534,7 +535,7 @@ def api_call(stack: LocalStack, method: str, path: str, user: str, deadline: flo
         while True:
             try:
                 answer = client.request(method, f"{stack.api}{path}", json=json_body,
-                                        headers={"Authorization": f"Bearer {token(user)}"})
+                                        headers={"Authorization": f"Bearer {stack.mint(user)}"})
                 if answer.status_code in accept:
                     return answer
                 if answer.status_code < 500 and answer.status_code != 429:
@@ -609,6 +610,7 @@ class FaultTestConfig:
     corrections: int = 0  # finished results corrected mid-run (make fault-test: 25)
     duplicates: float = 0.05  # share of Event Grid events delivered twice
     reorder: float = 0.05  # share of Event Grid events held back so that later ones overtake them
+    auth: str = "local"  # "entra": the app validates Entra-shaped v2 tokens from a local OpenID issuer
 
 
 @contextlib.contextmanager
@@ -631,6 +633,13 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
               if config.fault_rate > 0 else "")
     stack = LocalStack(workdir, card, faults=faults, blob_workers=config.blob_workers,
                        duplicates=config.duplicates, reorder=config.reorder)
+    issuer = None
+    if config.auth == "entra":  # the settings main.bicep gives the API, pointed at a local issuer
+        from devstack.entra_issuer import EntraIssuer  # noqa: PLC0415
+
+        issuer = EntraIssuer().start()
+        stack.extra_settings.update(issuer.app_settings())
+        stack.mint = issuer.user_token
     deadline = began + config.timeout_s
     try:
         stack.start()
@@ -698,11 +707,14 @@ def run(config: FaultTestConfig, workdir: Path) -> dict[str, Any]:
                        "put_retries": client.put_retries},
             "host_start_s_median": round(sorted(chaos_stats.host_start_s)[len(chaos_stats.host_start_s) // 2], 2)
             if chaos_stats.host_start_s else None,
-            "fault_rate": config.fault_rate, "seed": config.seed, "quiesced_s": round(quiesced_s, 1),
+            "fault_rate": config.fault_rate, "seed": config.seed, "auth": config.auth,
+            "quiesced_s": round(quiesced_s, 1),
             "elapsed_s": round(time.monotonic() - began, 1),
         }
     finally:
         stack.stop()
+        if issuer is not None:
+            issuer.stop()
 
 
 def passed(summary: dict[str, Any]) -> bool:
@@ -736,6 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model card to serve (default: the tiny test model)")
     parser.add_argument("--erase-users", type=int, default=2, help="users that erase their accounts mid-run")
     parser.add_argument("--corrections", type=int, default=25, help="results corrected mid-run")
+    parser.add_argument("--auth", choices=("local", "entra"), default=defaults.auth,
+                        help="entra: Entra-shaped v2 tokens from a local OpenID issuer, validated as in Azure")
     parser.add_argument("--workdir", default=None, help="keep logs and data here (default: a temporary folder)")
     args = parser.parse_args(argv)
     config = FaultTestConfig(uploads=args.uploads, kills=args.kills, fault_rate=args.fault_rate,
@@ -743,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              seed=args.seed, azurite_restarts=args.azurite_restarts, blob_workers=args.blob_workers,
                              upload_seconds=args.upload_seconds, timeout_s=args.timeout, model=args.model,
                              erase_users=args.erase_users, corrections=args.corrections,
-                             duplicates=args.duplicates, reorder=args.reorder)
+                             duplicates=args.duplicates, reorder=args.reorder, auth=args.auth)
     with scratch(args.workdir) as workdir:
         summary = run(config, workdir)
     summary["passed"] = passed(summary)

@@ -219,3 +219,16 @@ def test_account_erasures_and_corrections_amid_kills_leave_nothing_resurrected_o
     assert summary["resurrected"] == summary["lost_corrections"] == summary["stuck_pending"] == 0
     assert summary["corrections"] == 5
     assert summary["uploads"] == summary["results"] == 30
+
+
+def test_the_fault_run_passes_in_entra_mode_under_event_grid_delivery(tmp_path: Path) -> None:
+    """The Bicep identity settings (AUTH_MODE=entra, v2 issuer, client-id audience) against a local OpenID issuer:
+    every grant, read, correction and erasure carries an Entra-shaped token, through kills and faults."""
+    summary = run(FaultTestConfig(uploads=20, kills=2, fault_rate=0.05, bad_share=0.1, users=2, seed=8,
+                                  upload_seconds=6, timeout_s=200, erase_users=1, corrections=3, auth="entra"),
+                  tmp_path)
+    assert passed(summary), summary
+    assert summary["auth"] == "entra"
+    assert summary["uploads"] == summary["results"] == 20
+    assert summary["resurrected"] == summary["lost_corrections"] == summary["stuck_pending"] == 0
+    assert summary["event_grid"]["delivered"] >= 20
