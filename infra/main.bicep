@@ -274,6 +274,9 @@ var apiSettings = union(sharedSettings, {
   // writes the verdict-only report for an on-demand drift run.
   RETRAIN_LAUNCH: 'monitor'
   DRIFT_REPORT: 'summary'
+  // App Service's front end appends the caller's address to X-Forwarded-For: the per-address limit of
+  // POST /api/token counts callers, not the front end
+  TRUST_FORWARDED_FOR: 'true'
 })
 
 var monitorSettings = union(sharedSettings, {
@@ -438,6 +441,7 @@ output APPLICATIONINSIGHTS_CONNECTION_STRING string = apiSettings.APPLICATIONINS
 output RETRAIN_MODE string = apiSettings.RETRAIN_MODE
 output RETRAIN_LAUNCH string = apiSettings.RETRAIN_LAUNCH
 output DRIFT_REPORT string = apiSettings.DRIFT_REPORT
+output TRUST_FORWARDED_FOR string = apiSettings.TRUST_FORWARDED_FOR
 output DRIFT_SCHEDULE string = monitorSettings.DRIFT_SCHEDULE
 output AZUREML_SUBSCRIPTION_ID string = monitorSettings.AZUREML_SUBSCRIPTION_ID
 output AZUREML_RESOURCE_GROUP string = monitorSettings.AZUREML_RESOURCE_GROUP
