@@ -8,7 +8,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from functions.dependencies import ComponentsDep, RateLimiterDep, SettingsDep
+from functions.dependencies import RateLimiterDep, SettingsDep, get_components
 from shared_code.errors import Forbidden, Unauthorized
 from shared_code.identity.auth import Principal, authenticate
 from shared_code.identity.rate_limit import TokenBucketLimiter
@@ -20,13 +20,13 @@ bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` o
 def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: SettingsDep,
-    components: ComponentsDep,
 ) -> Principal:
     header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     principal = authenticate(settings, header)
     # Tokens exchanged for an API key die with the key: a cached point read per key (see api_keys). The key
-    # store is asked for only then: building it connects to Cosmos, which a plain user token never needs.
-    if principal.key_id is not None and not components.keys.is_active(principal.user_id, principal.key_id):
+    # store is asked for only then (and so are the worker's components): building it connects to Cosmos, which
+    # a plain user token never needs, and an unauthenticated request must get its 401 before anything is built.
+    if principal.key_id is not None and not get_components().keys.is_active(principal.user_id, principal.key_id):
         raise Unauthorized("the API key this token was issued for has been revoked")
     return principal
 

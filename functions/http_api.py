@@ -172,7 +172,7 @@ async def health(service: ServiceDep) -> HealthPublic:
 
 @router.post(
     "/classify", tags=["classify"], response_model=ClassificationPublic | ClassifyManyPublic,
-    responses={**AUTH_ERRORS, **error_responses(400, 413, 415)},
+    responses={**AUTH_ERRORS, **error_responses(400, 409, 413, 415)},
     openapi_extra={"requestBody": {"content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}},
@@ -193,7 +193,7 @@ async def classify(
     return ClassifyManyPublic(results=[classification_public(d) for d in documents])
 
 
-@router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400)})
+@router.post("/uploads", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400, 409)})
 async def create_upload(
     body: UploadCreate, service: ServiceDep, images: ImageLimiterDep,
     principal: Annotated[Principal, require("classify")],
@@ -211,7 +211,7 @@ async def create_upload(
 GRANT_CONCURRENCY = 16  # grants of one batch in flight at once (each is a Cosmos write and a SAS signature)
 
 
-@router.post("/uploads/batch", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400, 413)})
+@router.post("/uploads/batch", tags=["uploads"], responses={**AUTH_ERRORS, **error_responses(400, 409, 413)})
 async def create_uploads(
     body: UploadBatchCreate, service: ServiceDep, settings: SettingsDep, images: ImageLimiterDep,
     principal: Annotated[Principal, require("classify")],

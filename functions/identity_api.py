@@ -138,7 +138,7 @@ async def exchange_api_key(body: TokenRequest, settings: SettingsDep, components
     return TokenPublic(access_token=token, expires_in=60 * minutes, scope=" ".join(scopes))
 
 
-@router.post("/keys", status_code=201, responses={**AUTH_ERRORS, **error_responses(400)})
+@router.post("/keys", status_code=201, responses={**AUTH_ERRORS, **error_responses(400, 409)})
 async def create_api_key(principal: Annotated[Principal, require(None, user_token=True)], keys: LocalKeyStoreDep,
                          body: ApiKeyCreate) -> ApiKeyCreated:
     """Create an API key; the response is the only time its secret is shown."""

@@ -201,7 +201,12 @@ def encode_continuation(token: str) -> str:
 
 
 def decode_continuation(token: str) -> str:
+    """The Cosmos continuation a client sent back; it travels in a request header, so only printable ASCII
+    (what Cosmos issues) is passed on: anything else is a token we never issued (400, not a transport error)."""
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("invalid continuation token") from exc
+    if not text or not text.isprintable():
+        raise BadRequest("invalid continuation token")
+    return text

@@ -1,0 +1,1 @@
+"""Unit tests of shared_code.results."""
