@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,6 +34,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from devstack.loopback_json import LoopbackJsonServer
 from devstack.processes import LOOPBACK
 
 AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -73,7 +74,7 @@ class EntraIssuer:
     hits: dict[str, int] = field(default_factory=dict)
     _keys: list[SigningKey] = field(default_factory=list)
     _signing: SigningKey | None = None
-    _server: ThreadingHTTPServer | None = None
+    _server: LoopbackJsonServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- addresses ------------------------------------------------------------------------------------
@@ -221,40 +222,22 @@ class EntraIssuer:
     def start(self) -> Self:
         if not self._keys:
             self.rotate()
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                with issuer._lock:
-                    issuer.hits[path] = issuer.hits.get(path, 0) + 1
-                if path == issuer.jwks_path:
-                    self._json(200, issuer.jwks())
-                elif path == f"/{issuer.tenant_id}/v2.0/.well-known/openid-configuration":
-                    self._json(200, issuer.discovery_document())
-                else:
-                    self._json(404, {"error": "not_found", "error_description": f"no such path {path}"})
-
-            def _json(self, status: int, value: object) -> None:
-                body = json.dumps(value).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, name="entra-issuer", daemon=True).start()
+        self._server = LoopbackJsonServer(self._answer, host=self.host, port=self.port, name="entra-issuer")
+        self.port = self._server.start()
         return self
+
+    def _answer(self, path: str, _query: dict[str, list[str]], _headers: Message) -> tuple[int, object]:
+        with self._lock:
+            self.hits[path] = self.hits.get(path, 0) + 1
+        if path == self.jwks_path:
+            return 200, self.jwks()
+        if path == f"/{self.tenant_id}/v2.0/.well-known/openid-configuration":
+            return 200, self.discovery_document()
+        return 404, {"error": "not_found", "error_description": f"no such path {path}"}
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> Self:

@@ -16,17 +16,14 @@ Like App Service, a wrong header is a 401, an unknown `client_id` a 400, a missi
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 from devstack.entra_issuer import EntraIssuer
+from devstack.loopback_json import LoopbackJsonServer
 from devstack.processes import LOOPBACK
 
 API_VERSION = "2019-08-01"
@@ -43,13 +40,13 @@ class ManagedIdentityEndpoint:
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     lifetime_s: int = 3600
     requests: list[dict[str, str]] = field(default_factory=list)  # every accepted token request's parameters
-    _server: ThreadingHTTPServer | None = None
+    _server: LoopbackJsonServer | None = None
 
     @property
     def endpoint(self) -> str:
         if self._server is None:
             raise RuntimeError("the endpoint is not started")
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}{TOKEN_PATH}"
+        return f"http://{LOOPBACK}:{self._server.port}{TOKEN_PATH}"
 
     def environment(self) -> dict[str, str]:
         """What the platform puts into the app's environment, plus AZURE_CLIENT_ID as Bicep sets it."""
@@ -85,30 +82,15 @@ class ManagedIdentityEndpoint:
     def start(self) -> Self:
         if not self.issuer.published_kids:
             self.issuer.rotate()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                status, value = endpoint.answer(url.path, parse_qs(url.query), self.headers.get("X-IDENTITY-HEADER"))
-                body = json.dumps(value).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="managed-identity", daemon=True).start()
+        self._server = LoopbackJsonServer(
+            lambda path, query, headers: self.answer(path, query, headers.get("X-IDENTITY-HEADER")),
+            host=LOOPBACK, name="managed-identity")
+        self._server.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> Self:
