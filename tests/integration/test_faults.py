@@ -231,4 +231,6 @@ def test_the_fault_run_passes_in_entra_mode_under_event_grid_delivery(tmp_path: 
     assert summary["auth"] == "entra"
     assert summary["uploads"] == summary["results"] == 20
     assert summary["resurrected"] == summary["lost_corrections"] == summary["stuck_pending"] == 0
-    assert summary["event_grid"]["delivered"] >= 20
+    # every kept upload's event arrived (an erased user's blob may be gone before its event is published)
+    assert summary["event_grid"]["delivered"] >= summary["uploads"] - summary["erased_uploads"]
+    assert summary["event_grid"]["dead_lettered"] == 0
