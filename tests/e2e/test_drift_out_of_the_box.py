@@ -20,9 +20,9 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from devstack.emulators import connection_string
-from devstack.processes import free_port, is_running, port_is_free
+from devstack.processes import free_port
 from shared_code.monitoring.window import last_complete_window
-from tests.e2e.test_running_stack import PROJECT_ROOT, SIGNING_KEY, stack
+from tests.e2e.test_running_stack import PROJECT_ROOT, SIGNING_KEY, stack, stop_and_check_nothing_is_left
 from tests.factories import SHARED_PHOTOS, make_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -121,10 +121,4 @@ def test_first_window_becomes_the_baseline_and_a_dark_second_window_reports_drif
                            headers=admin, timeout=30)
         assert report.status_code == 200 and "DRIFT" in report.text
     finally:
-        state_file = tmp_path / ".run" / "stack.json"
-        records = json.loads(state_file.read_text())["processes"].values() if state_file.exists() else []
-        pids = [record["pid"] for record in records]
-        stopped = stack(tmp_path, ports, "down")
-    assert stopped.returncode == 0, stopped.stderr
-    assert not any(is_running(pid) for pid in pids)
-    assert all(port_is_free(port) for port in ports.values())
+        stop_and_check_nothing_is_left(tmp_path, ports)

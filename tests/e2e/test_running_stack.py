@@ -38,6 +38,17 @@ def stack(root: Path, ports: dict[str, int], *arguments: str) -> subprocess.Comp
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False, env=env)
 
 
+def stop_and_check_nothing_is_left(root: Path, ports: dict[str, int]) -> None:
+    """`down` exactly what `up` started in `root`: it exits 0, no process it recorded runs, no port is held."""
+    state_file = root / ".run" / "stack.json"
+    records = json.loads(state_file.read_text())["processes"].values() if state_file.exists() else []
+    pids = [record["pid"] for record in records]
+    stopped = stack(root, ports, "down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(is_running(pid) for pid in pids)
+    assert all(port_is_free(port) for port in ports.values())
+
+
 def token(user: str) -> str:
     now = int(time.time())
     claims = {"iss": "imgclass-local", "aud": "imgclass-api", "sub": user, "iat": now, "nbf": now, "exp": now + 600,
@@ -81,10 +92,4 @@ def test_upload_and_classify_on_the_running_stack(tmp_path: Path) -> None:
         assert httpx.get(f"{api}/results/{grant['id']}",
                          headers={"Authorization": f"Bearer {token('mallory')}"}).status_code == 404
     finally:
-        state_file = tmp_path / ".run" / "stack.json"
-        records = json.loads(state_file.read_text())["processes"].values() if state_file.exists() else []
-        pids = [record["pid"] for record in records]
-        stopped = stack(tmp_path, ports, "down")
-    assert stopped.returncode == 0, stopped.stderr
-    assert not any(is_running(pid) for pid in pids)
-    assert all(port_is_free(port) for port in ports.values())
+        stop_and_check_nothing_is_left(tmp_path, ports)

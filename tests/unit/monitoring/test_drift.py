@@ -195,6 +195,15 @@ def test_on_drift_records_the_request() -> None:
     assert not summary.retraining_requested
 
 
+def heavy_modules_after(code: str) -> str:
+    """Run `code` in a fresh interpreter at the repo root; its last line (the evidently/pandas modules it loaded)."""
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def test_serving_path_never_imports_evidently() -> None:
     code = (
         "import os, sys; os.environ.setdefault('AUTH_SIGNING_KEY', 'x' * 40)\n"
@@ -203,11 +212,7 @@ def test_serving_path_never_imports_evidently() -> None:
         "import functions.feedback_api\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'evidently', 'pandas'}))\n"
     )
-    root = Path(__file__).resolve().parents[3]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after(code) == "[]"
 
 
 @pytest.mark.slow
@@ -256,9 +261,5 @@ def test_the_api_apps_report_is_the_verdict_table_without_evidently() -> None:
         "assert 'DRIFT' in page and 'drawDashboard' not in page, page[:500]\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'evidently', 'pandas'}))\n"
     )
-    root = Path(__file__).resolve().parents[3]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after(code) == "[]"
     assert callable(_report_html)
