@@ -27,14 +27,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import Message
-from types import TracebackType
 from typing import Any, Self
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from devstack.loopback_json import LoopbackJsonServer
+from devstack.loopback_json import LoopbackJsonServer, LoopbackService
 from devstack.processes import LOOPBACK
 
 AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -64,7 +63,7 @@ class SigningKey:
 
 
 @dataclass
-class EntraIssuer:
+class EntraIssuer(LoopbackService):
     """The issuer for one tenant and one API app registration (its client id is the tokens' `aud`)."""
 
     tenant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -235,17 +234,6 @@ class EntraIssuer:
             return 200, self.discovery_document()
         return 404, {"error": "not_found", "error_description": f"no such path {path}"}
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 # (path, query, headers) -> (status, JSON value)
@@ -56,3 +57,24 @@ class LoopbackJsonServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class LoopbackService:
+    """The lifecycle of a stand-in served by a `LoopbackJsonServer`: `with` starts it once, `stop()` frees the port."""
+
+    _server: LoopbackJsonServer | None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

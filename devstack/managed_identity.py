@@ -19,11 +19,10 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self
 
 from devstack.entra_issuer import EntraIssuer
-from devstack.loopback_json import LoopbackJsonServer
+from devstack.loopback_json import LoopbackJsonServer, LoopbackService
 from devstack.processes import LOOPBACK
 
 API_VERSION = "2019-08-01"
@@ -31,7 +30,7 @@ TOKEN_PATH = "/msi/token"  # noqa: S105 - a URL path, not a secret
 
 
 @dataclass
-class ManagedIdentityEndpoint:
+class ManagedIdentityEndpoint(LoopbackService):
     """One user-assigned managed identity (client id + principal id) of the tenant of `issuer`."""
 
     issuer: EntraIssuer
@@ -88,14 +87,3 @@ class ManagedIdentityEndpoint:
         self._server.start()
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
