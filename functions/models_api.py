@@ -1,8 +1,8 @@
-"""Admin routes for model versions and retraining: what is served and published, submit and inspect retraining."""
+"""Admin routes for model versions and retraining: what is served and published, approving a candidate, submit and
+inspect retraining."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.api_deps import AUTH_ERRORS, error_responses, require
+from functions.api_deps import AUTH_ERRORS, ErrorBody, error_responses, require
 from functions.dependencies import ComponentsDep, ServiceDep, SettingsDep
 from functions.drift_api import WINDOW_KEY_PATTERN, WINDOW_PATTERN, WINDOW_RULES
 from shared_code.composition import Components
@@ -19,6 +19,16 @@ from shared_code.identity.auth import Principal
 from shared_code.inference.model_card import CARD_SUFFIX, ModelCard
 from shared_code.monitoring.window import last_complete_window, parse_window
 from shared_code.results.service import ClassificationService
+from shared_code.retraining.approval import (
+    APPROVAL_FILE,
+    VersionState,
+    approval_of,
+    approve,
+    gates_of,
+    read_json,
+    read_pointer,
+    version_state,
+)
 from shared_code.retraining.submission import (
     public_record,
     submit_retraining,
@@ -27,12 +37,30 @@ from shared_code.retraining.submission import (
 
 MAX_VERSIONS = 100
 EVALUATION_FILE = "evaluation.json"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # model names never start with "_" (_retraining/, _guard/)
 
 
 # --- schemas ------------------------------------------------------------------------------------------
 class ServedModel(BaseModel):
     name: str
     version: str
+
+
+class GatesPublic(BaseModel):
+    """The promotion gates model.train measured (the version's evaluation.json)."""
+
+    passed: bool = Field(description="Every gate passed: the version may be approved (while it is newer than current).")
+    reasons: list[str] = Field(description="Why it is not promotable (empty when it passed).")
+    mode: str | None = Field(description="RETRAIN_PROMOTION of the run: approval or automatic.")
+    split: dict[str, Any] | None = Field(description="Held-out split: candidate and current accuracy, passed.")
+    guard: dict[str, Any] | None = Field(description="Trusted guard set: evaluated, required, candidate and current "
+                                         "accuracy, max_regression, passed.")
+
+
+class ApprovalPublic(BaseModel):
+    approved_by: str | None = Field(description="The admin who approved it (`automatic`: RETRAIN_PROMOTION=automatic).")
+    approved_at: str | None
+    previous: str | None = Field(description="The version that was promoted before.")
 
 
 class ModelVersionPublic(BaseModel):
@@ -42,6 +70,23 @@ class ModelVersionPublic(BaseModel):
     num_classes: int
     created_at: str | None
     accuracy: float | None
+    state: VersionState = Field(
+        default="unevaluated", description="current: promoted now; candidate: passed its gates, awaiting an admin's "
+        "approval; not_promotable: failed a gate; superseded: a newer version is current; unevaluated: no gate "
+        "results (published by hand or by an older trainer): cannot be approved.")
+    gates: GatesPublic | None = None
+    approval: ApprovalPublic | None = None
+
+
+class PromotionPublic(BaseModel):
+    """The approval: the pointer (`latest.json`) now names this version."""
+
+    name: str
+    version: str
+    sha256: str
+    approved_by: str
+    approved_at: str
+    previous: str | None = Field(description="The version promoted before this approval.")
 
 
 class ModelsPublic(BaseModel):
@@ -100,10 +145,17 @@ def _accuracy(card: ModelCard, evaluation: dict[str, Any] | None) -> float | Non
     return next((float(value) for value in candidates if isinstance(value, int | float)), None)
 
 
-def _version_public(card: ModelCard, name: str, version: str, *, promoted: bool,
-                    evaluation: dict[str, Any] | None = None) -> ModelVersionPublic:
-    return ModelVersionPublic(name=name, version=version, promoted=promoted, num_classes=card.num_classes,
-                              created_at=card.created_at or None, accuracy=_accuracy(card, evaluation))
+def _version_public(card: ModelCard, name: str, version: str, *, latest: str | None,
+                    evaluation: dict[str, Any] | None = None,
+                    approval: dict[str, Any] | None = None) -> ModelVersionPublic:
+    gates = gates_of(evaluation)
+    return ModelVersionPublic(
+        name=name, version=version, promoted=version == latest, num_classes=card.num_classes,
+        created_at=card.created_at or None, accuracy=_accuracy(card, evaluation),
+        state=version_state(version, latest=latest, gates=gates),
+        gates=GatesPublic(passed=gates.passed, reasons=gates.reasons, mode=gates.mode, split=gates.split,
+                          guard=gates.guard) if gates else None,
+        approval=ApprovalPublic.model_validate(approval) if approval else None)
 
 
 def list_models(service: ClassificationService) -> ModelsPublic:
@@ -114,21 +166,21 @@ def list_models(service: ClassificationService) -> ModelsPublic:
     repository = provider.repository
     if repository is None:  # MODEL_SOURCE=local: the served card is all there is
         return ModelsPublic(served=served, latest=None,
-                            versions=[_version_public(card, name, card.version, promoted=True)])
-    latest = repository.promoted_version(name)
+                            versions=[_version_public(card, name, card.version, latest=card.version)])
+    pointer = read_pointer(repository.container, name)
+    latest = pointer.version
+    approved = {blob.name.split("/")[1] for blob in repository.container.list_blobs(name_starts_with=f"{name}/")
+                if blob.name.endswith(f"/{APPROVAL_FILE}") and blob.name.count("/") == 2}
     versions = []
     for version in repository.list_versions(name)[-MAX_VERSIONS:]:
         card_bytes = repository.read_file(name, version, f"model{CARD_SUFFIX}")
         if card_bytes is None:
             continue
-        evaluation_bytes = repository.read_file(name, version, EVALUATION_FILE)
-        try:
-            evaluation = json.loads(evaluation_bytes) if evaluation_bytes else None
-        except ValueError:
-            evaluation = None
-        versions.append(_version_public(ModelCard.model_validate_json(card_bytes), name, version,
-                                        promoted=version == latest,
-                                        evaluation=evaluation if isinstance(evaluation, dict) else None))
+        evaluation = read_json(repository, name, version, EVALUATION_FILE)
+        approval = approval_of(repository, name, version, pointer=pointer.body) if (
+            version in approved or version == latest) else None
+        versions.append(_version_public(ModelCard.model_validate_json(card_bytes), name, version, latest=latest,
+                                        evaluation=evaluation, approval=approval))
     return ModelsPublic(served=served, latest=latest, versions=versions)
 
 
@@ -137,8 +189,28 @@ models_router = APIRouter(prefix="/api", tags=["models"])
 
 @models_router.get("/models", responses={**AUTH_ERRORS})
 async def get_models(service: ServiceDep, _: Annotated[Principal, require("admin")]) -> ModelsPublic:
-    """The served model, the promoted version, and every published version with its card summary."""
+    """The served model, the promoted version, and every published version with its card summary, its promotion
+    gates and its approval state."""
     return await run_in_threadpool(list_models, service)
+
+
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=100, description="e.g. efficientnet_lite0")]
+VersionName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64, description="e.g. 2")]
+PROMOTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **error_responses(404),
+    409: {"model": ErrorBody, "description": "The version did not pass its promotion gates (or has no gate "
+          "results), or it or a newer version is already promoted"},
+}
+
+
+@models_router.post("/models/{name}/versions/{version}/promote", responses={**AUTH_ERRORS, **PROMOTE_ERRORS})
+async def promote_version(name: ModelName, version: VersionName, components: ComponentsDep,
+                          principal: Annotated[Principal, require("admin", user_token=True)]) -> PromotionPublic:
+    """Approve a retrained candidate that passed its gates: `latest.json` names it (a conditional write: two
+    approvals racing leave the newer version promoted), with who approved it and when."""
+    record = await run_in_threadpool(approve, components.model_repository, name, version,
+                                     approved_by=principal.user_id)
+    return PromotionPublic.model_validate(record)
 
 
 # --- retraining ---------------------------------------------------------------------------------------

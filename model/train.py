@@ -4,14 +4,18 @@
         [--base CARD] [--version V] [--epochs-head 2] [--epochs-top 2] [--lr-head 1e-2 custom | 1e-3 imagenet]
         [--lr-top 1e-4] [--batch-size 16] [--val-fraction 0.25] [--seed 0] [--min-improvement 0.0] [--max-images N]
         [--publish-connection-string CS | --publish-account-url URL] [--models-container models]
-        [--metrics-dir DIR] [--make-current] [--guard-data DIR --max-regression 0.02]
+        [--metrics-dir DIR] [--make-current] [--guard-data DIR --max-regression 0.02] [--data-trust curated|unvetted]
+        [--promotion automatic|approval]
 
 --data: a folder of class subfolders, or a CSV with columns path,label (paths relative to the CSV's folder
 unless --data-root). --task imagenet keeps the base model's labels (the data's labels must be among them);
 --task custom trains a new head whose labels are the data's classes, sorted. The new version goes to
-OUT/NAME/VERSION/ (see model.promotion). The candidate is promoted only if its accuracy on the held-out split
-beats the current model's on the same split by more than --min-improvement. The last line printed is one JSON
-object; the exit status is 0 whether or not it promoted, 2 for unusable data, 1 for other failures.
+OUT/NAME/VERSION/ (see model.promotion). The candidate is promotable only if its accuracy on the held-out split
+beats the current model's on the same split by more than --min-improvement, and (when --guard-data is given,
+and always with --data-trust unvetted) it loses at most --max-regression against the current model on the guard set
+(model.gates). --promotion automatic (the default here) promotes a promotable candidate at once; approval
+publishes it as a candidate for an admin to promote. The last line printed is one JSON object; the exit status
+is 0 whether or not it promoted, 2 for unusable data, 1 for other failures.
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ from azure.core.exceptions import AzureError
 from model.architectures import WeightsUnavailable, with_new_head
 from model.export import ExportMismatch, write_pointer_card
 from model.finetune import FinetuneConfig, finetune, history_rows
+from model.gates import (
+    DATA_TRUST,
+    GUARD_RULE,
+    PROMOTION_MODES,
+    SPLIT_RULE,
+    decide,
+    guard_gate,
+    not_promoted,
+    overlaps,
+    split_gate,
+)
 from model.metrics_log import MetricsLog
 from model.promotion import (
     EVALUATION_FILE,
@@ -102,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra labelled folder (e.g. ../shared/imagenet-sample) the candidate must not "
                              "regress on by more than --max-regression")
     parser.add_argument("--max-regression", type=float, default=0.02)
+    parser.add_argument("--data-trust", choices=DATA_TRUST, default="curated",
+                        help="unvetted: labels nobody checked (user corrections; the retraining launchers pass it): "
+                             "their held-out split cannot vouch for the candidate, so it is promotable only after a "
+                             "--guard-data evaluation")
+    parser.add_argument("--promotion", choices=PROMOTION_MODES, default="automatic",
+                        help="automatic: promote a candidate that passes the gates; approval: publish it as a "
+                             "candidate, promoted by an admin (POST /api/models/{name}/versions/{version}/promote)")
     return parser
 
 
@@ -115,16 +137,18 @@ def _prepare_data(args: argparse.Namespace, base_labels: Sequence[str]) -> tuple
     return labels, samples
 
 
-def _guard(args: argparse.Namespace, candidate: Path, current: Path | None) -> dict[str, Any] | None:
+def _guard(args: argparse.Namespace, candidate: Path, current: Path | None) -> dict[str, Any]:
+    """The guard gate (model.gates): top-1 of candidate and current on --guard-data, when it is given."""
     if args.guard_data is None:
-        return None
+        return guard_gate(None, required=args.data_trust == "unvetted", max_regression=args.max_regression)
     from model.evaluate import evaluate  # noqa: PLC0415
 
-    result: dict[str, Any] = {"data": str(args.guard_data), "max_regression": args.max_regression}
-    result["candidate"] = evaluate(candidate, args.guard_data, intra_op_threads=1)["top1"]
-    result["current"] = evaluate(current, args.guard_data, intra_op_threads=1)["top1"] if current else None
-    result["passed"] = current is None or result["candidate"] >= result["current"] - args.max_regression
-    return result
+    measured: dict[str, Any] = {"data": str(args.guard_data)}
+    measured["candidate"] = evaluate(candidate, args.guard_data, intra_op_threads=1)["top1"]
+    measured["current"] = evaluate(current, args.guard_data, intra_op_threads=1)["top1"] if current else None
+    independent = not overlaps(args.guard_data, args.data_root or args.data)  # --data-root: where a CSV's images are
+    return guard_gate(measured, required=args.data_trust == "unvetted", max_regression=args.max_regression,
+                      independent=independent)
 
 
 def _split_counts(samples: Sequence[Sample], labels: Sequence[str]) -> dict[str, int]:
@@ -193,7 +217,8 @@ def _train_version(args: argparse.Namespace, *, base_card: tuple[ModelCard, Path
                     "validation_images": len(split.validation), "epochs_head": config.epochs_head,
                     "epochs_top": config.epochs_top, "lr_head": config.lr_head, "lr_top": config.lr_top,
                     "batch_size": config.batch_size, "val_fraction": args.val_fraction, "seed": config.seed,
-                    "min_improvement": args.min_improvement, "max_images": args.max_images})
+                    "min_improvement": args.min_improvement, "max_images": args.max_images,
+                    "promotion": args.promotion, "data_trust": args.data_trust})
     fit_started = time.perf_counter()
     history = finetune(built, split.train, split.validation, train_card, config, log)
     fit_seconds = time.perf_counter() - fit_started
@@ -216,8 +241,8 @@ def _train_version(args: argparse.Namespace, *, base_card: tuple[ModelCard, Path
         current_report = majority_baseline(split.train, split.validation, labels)
     guard = _guard(args, card_path, current.card_path)
     measure_seconds = time.perf_counter() - measure_started
-    promoted = candidate["accuracy"] > current_report["accuracy"] + args.min_improvement and (
-        guard is None or bool(guard["passed"]))
+    decision = decide(split_gate(candidate["accuracy"], current_report["accuracy"], args.min_improvement), guard,
+                      mode=args.promotion)
 
     card, onnx_path = load_card(card_path)
     card = card.model_copy(update={"metrics": {"validation_accuracy": candidate["accuracy"],
@@ -231,31 +256,43 @@ def _train_version(args: argparse.Namespace, *, base_card: tuple[ModelCard, Path
                   "validation": _split_counts(split.validation, labels)},
         "candidate": {"model": card.model_id, **candidate},
         "current": {"model": current.description, **current_report},
-        "guard": guard,
-        "promotion": {"promoted": promoted, "min_improvement": args.min_improvement,
-                      "rule": "candidate accuracy > current accuracy + min_improvement on the same held-out split"
-                              + (" and no guard-data regression beyond max_regression" if guard else "")},
+        "guard": guard if guard["evaluated"] else None,
+        "promotion": {**decision, "min_improvement": args.min_improvement,
+                      "rule": SPLIT_RULE + (" and " + GUARD_RULE if guard["evaluated"] or guard["required"] else "")},
         "history": history_rows(history),
         "timings_s": {"fine_tune": round(fit_seconds, 2), "measure": round(measure_seconds, 2)},
     }
     evaluation_path = folder / EVALUATION_FILE
     evaluation_path.write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
-    log.log_metrics({"candidate_accuracy": candidate["accuracy"], "candidate_macro_f1": candidate["macro_f1"],
-                     "current_accuracy": current_report["accuracy"], "promoted": float(promoted),
-                     "fine_tune_seconds": fit_seconds}, step=config.epochs_head + config.epochs_top)
-    log.log_artifact(evaluation_path)
-    log.log_artifact(card_path)
 
     if publisher is not None:
-        publisher.publish(args.name, version, folder, promote=promoted)
+        # published first, never promoted by the upload itself: the pointer moves (automatic only) with a
+        # conditional write that refuses to go back past a newer version another run promoted meanwhile
+        publisher.publish(args.name, version, folder, promote=False)
+        if decision["promoted"]:
+            refused = publisher.promote(args.name, version, card.sha256)
+            if refused is not None:
+                decision = not_promoted(decision, refused)
+                evaluation["promotion"].update(decision)
+                evaluation_path.write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+                publisher.upload(args.name, version, evaluation_path)
+    promoted = bool(decision["promoted"])
+    log.log_metrics({"candidate_accuracy": candidate["accuracy"], "candidate_macro_f1": candidate["macro_f1"],
+                     "current_accuracy": current_report["accuracy"], "promoted": float(promoted),
+                     "promotable": float(decision["promotable"]), "fine_tune_seconds": fit_seconds},
+                    step=config.epochs_head + config.epochs_top)
+    log.log_artifact(evaluation_path)
+    log.log_artifact(card_path)
     if promoted:
         print(f"local pointer: {write_local_latest(name_folder, version, card.sha256)}")
         if args.make_current:
             print(f"pointer card: {write_pointer_card(card, card_path, args.out)}")
     print(f"candidate {card.model_id}: accuracy {candidate['accuracy']:.4f} (macro F1 {candidate['macro_f1']:.4f}) vs "
           f"current {current.description}: {current_report['accuracy']:.4f} -> "
-          f"{'promoted' if promoted else 'not promoted'} ({time.perf_counter() - started:.1f}s)", flush=True)
-    result: dict[str, Any] = {"promoted": promoted, "name": args.name, "version": version}
+          f"{_verdict(decision)} ({time.perf_counter() - started:.1f}s)", flush=True)
+    result: dict[str, Any] = {"promoted": promoted, "name": args.name, "version": version,
+                              "promotable": decision["promotable"], "state": decision["state"],
+                              "promotion": decision["mode"], "reasons": decision["reasons"]}
     if len(labels) != IMAGENET_CLASSES:
         result["labels"] = labels
     result.update({
@@ -266,6 +303,14 @@ def _train_version(args: argparse.Namespace, *, base_card: tuple[ModelCard, Path
         "card": str(card_path), "evaluation": str(evaluation_path), "published": publisher is not None,
     })
     return result
+
+
+def _verdict(decision: dict[str, Any]) -> str:
+    if decision["promoted"]:
+        return "promoted"
+    if decision["promotable"] and not decision["reasons"]:
+        return "candidate, awaiting an admin's approval (--promotion approval)"
+    return "not promoted: " + "; ".join(decision["reasons"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

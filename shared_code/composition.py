@@ -330,4 +330,5 @@ class Components:
             launcher=launcher or self.launcher, served=served, task=s.RETRAIN_TASK,
             extra_args=split_args(s.RETRAIN_TRAIN_ARGS), lookback=timedelta(days=s.RETRAIN_LOOKBACK_DAYS),
             min_images=s.RETRAIN_MIN_IMAGES, launch_inline=s.RETRAIN_LAUNCH == "inline",
-            per_user_cap=s.RETRAIN_MAX_CORRECTIONS_PER_USER)
+            per_user_cap=s.RETRAIN_MAX_CORRECTIONS_PER_USER, guard_data=s.RETRAIN_GUARD_DATA,
+            promotion=s.RETRAIN_PROMOTION)

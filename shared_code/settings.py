@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     RETRAIN_MIN_IMAGES: int = Field(default=20, ge=1, description="Fewer corrected uploads than this: no job.")
     RETRAIN_MAX_CORRECTIONS_PER_USER: int = Field(default=50, ge=0, description="Corrections of one user used in "
                                                   "one training set (the newest); 0 = no cap.")
+    RETRAIN_GUARD_DATA: str = Field(
+        default="", description="Trusted labelled images (never user corrections) every retrained candidate is "
+        "measured on; it may lose at most --max-regression there. A folder (RETRAIN_MODE=local; relative: repo root) "
+        "or a folder of the models container (azureml, e.g. _guard/imagenet). Empty: never promoted.")
+    RETRAIN_PROMOTION: Literal["approval", "automatic"] = Field(
+        default="approval", description="approval: a retrained candidate that passes its gates waits for an admin "
+        "(POST /api/models/{name}/versions/{version}/promote); automatic: it is promoted at once.")
     RETRAIN_STALE_MINUTES: int = Field(default=15, ge=1, description="A submission stuck this long is launched again.")
     RETRAIN_LOCAL_PYTHON: str = Field(default="model/.venv/bin/python",
                                       description="Python with torch for RETRAIN_MODE=local (relative: repo root).")

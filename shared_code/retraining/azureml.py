@@ -8,7 +8,8 @@ The job runs `python -m model.train` on AMLCOMPUTE with:
   `shared_code/` of this checkout staged into a folder (content-hashed by Azure ML, so unchanged code is not
   uploaded twice);
 - inputs: the manifest (uri_file in the models container), the uploads container (uri_folder, read-only
-  mount) and the served version's folder in the models container (uri_folder, downloaded);
+  mount), the served version's folder in the models container (uri_folder, downloaded) and, with
+  RETRAIN_GUARD_DATA, the trusted guard set (a folder of the models container, downloaded);
 - identity: the compute cluster's managed identity (ManagedIdentityConfiguration), which reads the inputs
   and publishes the version to the models container (`--publish-account-url`);
 - environment: AZUREML_ENVIRONMENT, or one built from model/requirements.txt on an Azure ML base image.
@@ -126,7 +127,8 @@ def training_command(spec: TrainingSpec, config: AzureMLConfig) -> str:
     arguments = spec.train_arguments(
         data="${{inputs.manifest}}", data_root="${{inputs.uploads}}", base="${{inputs.base}}/model.card.json",
         out="./outputs/model", metrics_dir="./outputs/metrics", models_container=config.models_container,
-        publish=["--publish-account-url", config.storage_account_url])
+        publish=["--publish-account-url", config.storage_account_url],
+        guard="${{inputs.guard}}" if spec.guard_data else "")
     # ${{...}} must stay unquoted for Azure ML to substitute it; the rest is quoted for the shell
     return "python -m model.train " + " ".join(arg if arg.startswith("${{") else _quote(arg) for arg in arguments)
 
@@ -144,6 +146,10 @@ def build_job(spec: TrainingSpec, config: AzureMLConfig, *, work: Path, repo_roo
     from azure.ai.ml.entities import ManagedIdentityConfiguration  # noqa: PLC0415
 
     code = config.code or str(stage_code(work / "code", repo_root=repo_root))
+    guard = {}
+    if spec.guard_data:  # RETRAIN_GUARD_DATA: a curated folder of the models container, downloaded read-only
+        guard["guard"] = Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.DOWNLOAD,
+                               path=config.blob_url(config.models_container, spec.guard_data.strip("/") + "/"))
     return command(
         name=spec.job_name,
         display_name=f"retrain {spec.model_name} -> {spec.version} ({spec.window_id})",
@@ -158,6 +164,7 @@ def build_job(spec: TrainingSpec, config: AzureMLConfig, *, work: Path, repo_roo
                              path=config.blob_url(config.uploads_container)),
             "base": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.DOWNLOAD,
                           path=config.blob_url(config.models_container, f"{spec.model_name}/{spec.base_version}/")),
+            **guard,
         },
         environment=training_environment(config, work, repo_root=repo_root),
         compute=config.compute,

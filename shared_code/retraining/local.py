@@ -161,6 +161,15 @@ def publish_arguments(settings: Settings) -> list[str]:
     return ["--publish-account-url", settings.STORAGE_ACCOUNT_URL]
 
 
+def guard_folder(guard_data: str, repo_root: Path) -> str:
+    """RETRAIN_GUARD_DATA for a local job: a folder on this machine (relative: to the repo root), never the job's
+    own data folder; empty stays empty (model.train then reports that no guard set was given)."""
+    if not guard_data:
+        return ""
+    path = Path(guard_data)
+    return str(path if path.is_absolute() else repo_root / path)
+
+
 def run(work: Path, settings: Settings, store: RetrainingStore, uploads: Any) -> dict[str, Any]:
     """Train one job folder and record the outcome (the detached runner's body)."""
     job = json.loads((work / JOB_FILE).read_text(encoding="utf-8"))
@@ -186,7 +195,7 @@ def run(work: Path, settings: Settings, store: RetrainingStore, uploads: Any) ->
     command = [job["python"], "-m", "model.train", *training.train_arguments(
         data=str(work / "manifest.csv"), data_root=str(work / "data"), base=spec["base_card"],
         out=str(work / "out"), metrics_dir=str(work / "metrics"), publish=publish_arguments(settings),
-        models_container=settings.MODELS_CONTAINER)]
+        models_container=settings.MODELS_CONTAINER, guard=guard_folder(training.guard_data, Path(job["repo_root"])))]
     environment = {**os.environ, "PYTHONPATH": job["repo_root"], "PYTHONUNBUFFERED": "1"}
     with (work / "train.out").open("wb") as out, (work / "train.log").open("wb") as log:
         try:

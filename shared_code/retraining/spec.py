@@ -66,13 +66,22 @@ class TrainingSpec:
     manifest_blob: str
     extra_args: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    # the trusted guard set (RETRAIN_GUARD_DATA: a folder for the local launcher, a folder of the models
+    # container for Azure ML); empty: the candidate is never promotable, and its evaluation says why
+    guard_data: str = ""
+    promotion: str = "approval"  # RETRAIN_PROMOTION: approval (an admin promotes) or automatic
 
     def train_arguments(self, *, data: str, data_root: str, base: str, out: str, metrics_dir: str,
-                        publish: list[str], models_container: str) -> list[str]:
-        """The argument list after `python -m model.train` (the contract in docs/retraining.md)."""
+                        publish: list[str], models_container: str, guard: str = "") -> list[str]:
+        """The argument list after `python -m model.train` (the contract in docs/retraining.md).
+
+        Corrections are unvetted labels: `--data-trust unvetted` makes the guard gate required, and `guard` is
+        where the launcher put the guard set (empty: no guard, so never promotable).
+        """
         return ["--data", data, "--data-root", data_root, "--task", self.task, "--base", base, "--out", out,
                 "--name", self.model_name, "--version", self.version, "--models-container", models_container,
-                "--metrics-dir", metrics_dir, *publish, *self.extra_args]
+                "--metrics-dir", metrics_dir, *publish, "--data-trust", "unvetted", "--promotion", self.promotion,
+                *(["--guard-data", guard] if guard else []), *self.extra_args]
 
     def manifest_text(self) -> str:
         return manifest_csv(self.examples)

@@ -229,6 +229,8 @@ class RetrainingDependencies:
     lookback: timedelta = timedelta(days=30)
     min_images: int = 20
     per_user_cap: int = 0  # corrections per user in one training set; 0 = no cap
+    guard_data: str = ""  # RETRAIN_GUARD_DATA: the trusted guard set; empty = never promotable
+    promotion: str = "approval"  # RETRAIN_PROMOTION
     # False in the API app: a submission is recorded as `requested` and the monitor's sweep launches it
     launch_inline: bool = True
 
@@ -245,7 +247,9 @@ def split_args(text: str) -> tuple[str, ...]:
     """RETRAIN_TRAIN_ARGS as arguments; only `--option value` pairs of model.train, nothing that could redirect."""
     args = tuple(shlex.split(text))
     reserved = {"--data", "--data-root", "--out", "--name", "--version", "--base", "--task", "--models-container",
-                "--publish-connection-string", "--publish-account-url", "--metrics-dir"}
+                "--publish-connection-string", "--publish-account-url", "--metrics-dir",
+                # the promotion gates are settings (RETRAIN_GUARD_DATA, RETRAIN_PROMOTION), never extra arguments
+                "--guard-data", "--data-trust", "--promotion"}
     bad = [arg for arg in args if arg.split("=", 1)[0] in reserved]
     if bad:
         raise BadRequest(f"RETRAIN_TRAIN_ARGS may not set {', '.join(bad)}: the launcher sets them")
@@ -330,6 +334,7 @@ def _launch(record: dict[str, Any], deps: RetrainingDependencies) -> dict[str, A
             job_name=record["jobName"], window_key=window_key, window_id=record["window"], model_name=name,
             version=version, base_version=served_version, base_card=str(card_path), task=deps.task,
             examples=tuple(examples), manifest_blob=manifest["blob"], extra_args=deps.extra_args,
+            guard_data=deps.guard_data, promotion=deps.promotion,
             tags={"window": record["window"], "base_model": f"{name}:{served_version}", "candidate_version": version,
                   "reason": str(record.get("reason", ""))[:200]},
         )
