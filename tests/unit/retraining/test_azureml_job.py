@@ -89,6 +89,18 @@ def test_job_yaml_round_trips_through_load_job(tmp_path: Path) -> None:
     assert yaml.safe_load(text)["limits"]["timeout"] == 6 * 3600
 
 
+def test_the_guard_set_is_an_input_of_the_job(tmp_path: Path) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    job = build_job(replace(spec(), guard_data="_guard/imagenet/"), config(), work=tmp_path)
+    guard = job.inputs["guard"]
+    assert (guard.type, guard.mode, guard.path) == ("uri_folder", "download", f"{ACCOUNT}/models/_guard/imagenet/")
+    command = shlex.split(training_command(replace(spec(), guard_data="_guard/imagenet"), config()))
+    pairs = dict(zip(command[3::2], command[4::2], strict=True))
+    assert pairs["--guard-data"] == "${{inputs.guard}}" and pairs["--data-trust"] == "unvetted"
+    assert "guard" not in build_job(spec(), config(), work=tmp_path / "unguarded").inputs
+
+
 def test_what_create_or_update_sends_names_the_exact_blob_urls(tmp_path: Path) -> None:
     rest = build_job(spec(), config(), work=tmp_path)._to_job()._to_rest_object()
     properties: Any = rest.properties  # a CommandJob's REST properties

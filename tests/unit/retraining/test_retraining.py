@@ -53,16 +53,39 @@ def test_train_arguments_follow_the_model_train_contract() -> None:
                                   metrics_dir="/met", publish=["--publish-account-url", "https://a"],
                                   models_container="models")
     pairs = dict(zip(args[:-2:2], args[1:-2:2], strict=True))
+    # corrections are unvetted: the guard gate is always required, and promotion waits for an admin by default
     assert pairs == {"--data": "m.csv", "--data-root": "/up", "--task": "imagenet", "--base": "/b/model.card.json",
                      "--out": "/o", "--name": "efficientnet_lite0", "--version": "2", "--models-container": "models",
-                     "--metrics-dir": "/met", "--publish-account-url": "https://a"}
+                     "--metrics-dir": "/met", "--publish-account-url": "https://a", "--data-trust": "unvetted",
+                     "--promotion": "approval"}
     assert args[-2:] == ["--epochs-head", "2"]
+
+
+def test_train_arguments_carry_the_guard_set_and_the_promotion_mode() -> None:
+    guarded = spec(guard_data="_guard/imagenet", promotion="automatic")
+    args = guarded.train_arguments(data="m.csv", data_root="/up", base="/b", out="/o", metrics_dir="/met",
+                                   publish=[], models_container="models", guard="/mnt/guard")
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    assert pairs["--guard-data"] == "/mnt/guard" and pairs["--promotion"] == "automatic"
+    assert pairs["--data-trust"] == "unvetted"
+    unguarded = spec().train_arguments(data="m.csv", data_root="/up", base="/b", out="/o", metrics_dir="/met",
+                                       publish=[], models_container="models")
+    assert "--guard-data" not in unguarded  # model.train then reports that no guard set was given
+
+
+def test_a_local_guard_folder_is_relative_to_the_repo_root(tmp_path: Path) -> None:
+    from shared_code.retraining.local import guard_folder  # noqa: PLC0415
+
+    assert guard_folder("", tmp_path) == ""
+    assert guard_folder("../shared/imagenet-sample", tmp_path) == str(tmp_path / "../shared/imagenet-sample")
+    assert guard_folder("/data/guard", tmp_path) == "/data/guard"
 
 
 def test_extra_arguments_cannot_redirect_data_or_publishing() -> None:
     assert split_args("--epochs-head 3 --max-images 500") == ("--epochs-head", "3", "--max-images", "500")
     assert split_args("") == ()
-    for bad in ("--out /tmp/x", "--publish-account-url=https://evil", "--name other", "--data x.csv"):
+    for bad in ("--out /tmp/x", "--publish-account-url=https://evil", "--name other", "--data x.csv",
+                "--promotion automatic", "--guard-data /tmp/mine", "--data-trust=curated"):  # gates are settings
         with pytest.raises(BadRequest):
             split_args(bad)
 
