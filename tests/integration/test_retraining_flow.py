@@ -136,6 +136,9 @@ def test_timer_firing_twice_submits_the_window_once(flow: Flow) -> None:
     assert calls[0][:2] == ["-m", "model.train"]
     assert arguments[arguments.index("--name") + 1] == "tiny"
     assert arguments[arguments.index("--publish-connection-string") + 1] == get_settings().STORAGE_CONNECTION_STRING
+    # corrections are unvetted: the guard gate is required, and without RETRAIN_GUARD_DATA there is no guard set
+    assert arguments[arguments.index("--data-trust") + 1] == "unvetted"
+    assert arguments[arguments.index("--promotion") + 1] == "approval" and "--guard-data" not in arguments
     manifest = deps.models.container.download_blob(record["manifest"]["blob"]).readall().decode()
     assert manifest.splitlines()[0] == "path,label" and len(manifest.splitlines()) == 41
 
@@ -286,7 +289,7 @@ def test_models_route_lists_the_served_card_and_published_versions(api: TestClie
     assert local.status_code == 200, local.text
     assert local.json() == {"served": {"name": "tiny", "version": "retrain"}, "latest": None, "versions": [
         {"name": "tiny", "version": "retrain", "promoted": True, "num_classes": 4, "created_at": None,
-         "accuracy": None}]}
+         "accuracy": None, "state": "current", "gates": None, "approval": None}]}
     assert api.get("/api/models", headers=bearer("someone")).status_code == 403
 
     repository = BlobModelRepository(blob_service(app_settings), "models", tmp_path / "cache")
@@ -309,5 +312,7 @@ def test_models_route_lists_the_served_card_and_published_versions(api: TestClie
     assert body["served"] == {"name": "tinyblob", "version": "2"} and body["latest"] == "2"
     assert [(v["version"], v["promoted"], v["accuracy"]) for v in body["versions"]] == [
         ("1", False, None), ("2", True, 0.75), ("10", False, None)]
+    # published by hand: no gate results, so nothing here can be approved (tests/integration/test_model_promotion.py)
+    assert [v["state"] for v in body["versions"]] == ["unevaluated", "current", "unevaluated"]
     assert repository.next_version("tinyblob") == "11" and repository.next_version("nothing", at_least="3") == "4"
 

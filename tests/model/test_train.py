@@ -318,3 +318,79 @@ def test_publish_to_azurite_serves_the_promoted_version(workspace: Path, tmp_pat
         assert outcome.predictions[0].label == "toucan"
     finally:
         azurite.stop()
+
+
+# --- promotion gates (model/gates.py) -----------------------------------------------------------------
+@needs_photos
+def test_unvetted_corrections_without_a_guard_set_are_never_promoted(workspace: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--data", str(workspace / "species"), "--task", "custom", "--base",
+                 str(workspace / "base" / "model.card.json"), "--out", str(tmp_path / "out"), "--name", "species",
+                 "--epochs-head", "1", "--epochs-top", "0", "--max-images", "12", "--data-trust", "unvetted",
+                 "--promotion", "automatic", "--make-current"])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    result = json.loads(printed[-1])
+    assert result["candidate"]["accuracy"] > result["current"]["accuracy"]  # the split alone would promote it
+    assert result["promoted"] is False and result["promotable"] is False and result["state"] == "not_promotable"
+    assert "no trusted guard set" in result["reasons"][0]
+    assert any("not promoted: no trusted guard set" in line for line in printed)  # the run says why
+    assert not (tmp_path / "out" / "species" / "latest.json").exists()
+    assert not (tmp_path / "out" / "current.card.json").exists()
+    promotion = json.loads(Path(result["evaluation"]).read_text())["promotion"]
+    assert promotion["gates"]["guard"] == {**promotion["gates"]["guard"], "required": True, "evaluated": False,
+                                           "passed": False}
+    assert promotion["gates"]["split"]["passed"] is True
+
+
+@needs_photos
+def test_a_guarded_candidate_waits_for_approval_and_automatic_never_goes_back(workspace: Path, tmp_path: Path
+                                                                              ) -> None:
+    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - only these tests need storage
+
+    from devstack.emulators import AZURITE_JS, NodeMissing, start_azurite  # noqa: PLC0415
+    from model.promotion import Publisher  # noqa: PLC0415
+    from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
+    from shared_code.retraining.approval import approve, read_pointer  # noqa: PLC0415
+
+    if not AZURITE_JS.exists():
+        pytest.skip("Azurite is not installed (make node-modules)")
+    try:
+        azurite = start_azurite(tmp_path)
+    except NodeMissing as exc:
+        pytest.skip(str(exc))
+    make_class_folder(tmp_path / "guard", CLASSES)  # curated: outside the training data
+    common = ["--data", str(workspace / "species"), "--task", "custom", "--base",
+              str(workspace / "base" / "model.card.json"), "--out", str(tmp_path / "out"), "--name", "plants",
+              "--epochs-head", "1", "--epochs-top", "0", "--max-images", "12", "--data-trust", "unvetted",
+              "--guard-data", str(tmp_path / "guard"), "--publish-connection-string", azurite.connection_string]
+    try:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        repository = BlobModelRepository(service, "models", tmp_path / "cache")
+        candidate = run_train([*common, "--promotion", "approval"])
+        assert candidate["published"] is True and candidate["promotable"] is True, candidate
+        assert candidate["promoted"] is False and candidate["state"] == "candidate" and candidate["reasons"] == []
+        assert repository.promoted_version("plants") is None  # published, not promoted
+        evaluation = json.loads(repository.read_file("plants", "1", "evaluation.json") or b"{}")
+        assert evaluation["promotion"]["promotable"] is True and evaluation["promotion"]["mode"] == "approval"
+        assert evaluation["guard"]["data"] == str(tmp_path / "guard") and evaluation["guard"]["passed"] is True
+        assert not (tmp_path / "out" / "plants" / "latest.json").exists()
+
+        approval = approve(repository, "plants", "1", approved_by="ops")  # what the admin route does
+        assert approval["previous"] is None and repository.promoted_version("plants") == "1"
+
+        # automatic: version 2 is promoted by the run itself, through the same never-go-back pointer write
+        automatic = run_train([*common, "--promotion", "automatic", "--min-improvement", "-1",
+                               "--max-regression", "1"])
+        assert automatic["version"] == "2" and automatic["promoted"] is True, automatic
+        pointer = read_pointer(repository.container, "plants").body
+        assert pointer is not None and pointer["version"] == "2" and pointer["approved_by"] == "automatic"
+        assert pointer["previous"] == "1"
+        publisher = Publisher(service, "models")
+        try:  # a run for version 1 finishing late must not put it back
+            assert "already promoted" in (publisher.promote("plants", "1", "0" * 64) or "")
+        finally:
+            publisher.close()
+        assert repository.promoted_version("plants") == "2"
+    finally:
+        azurite.stop()
