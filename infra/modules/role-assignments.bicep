@@ -287,7 +287,7 @@ resource apiBlobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// The API serves promoted versions: read only, so no bug in the API can promote a model.
+// The API serves promoted versions: read only (the approval route's pointer writes are the conditioned grant below).
 resource apiModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(modelsContainer.id, apiPrincipalId, roles.storageBlobDataReader)
   scope: modelsContainer
@@ -295,6 +295,26 @@ resource apiModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: apiPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Approving a retrained candidate (POST /api/models/{name}/versions/{version}/promote) moves the pointer. An ABAC
+// condition limits this grant's writes and deletes to */latest.json and */approval.json: the API can point at a
+// version the training job published, never upload or change model bytes (its reads come from the Reader above).
+var blobPath = '@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]'
+var blobActions = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs'
+var modelPointerCondition = '((!(ActionMatches{\'${blobActions}/write\'}) AND !(ActionMatches{\'${blobActions}/add/action\'}) AND !(ActionMatches{\'${blobActions}/delete\'}) AND !(ActionMatches{\'${blobActions}/move/action\'})) OR (${blobPath} StringLike \'*/latest.json\' OR ${blobPath} StringLike \'*/approval.json\'))'
+
+resource apiModelPointers 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, apiPrincipalId, roles.storageBlobDataContributor)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Model approval: writes only the latest.json pointers and approval.json records'
+    conditionVersion: '2.0'
+    condition: modelPointerCondition
   }
 }
 

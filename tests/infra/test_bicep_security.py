@@ -248,6 +248,27 @@ def test_every_data_path_has_its_role_assignment() -> None:
     assert "monitorIdentity" in text_of(role_params["monitorPrincipalId"])
 
 
+def test_the_api_writes_only_model_pointers_and_approval_records() -> None:
+    """POST /api/models/{name}/versions/{version}/promote moves latest.json; the API must still not upload models."""
+    path = MODULES / "role-assignments.bicep"
+    writers = [assignment["properties"]
+               for assignment in resources(path, "Microsoft.Authorization/roleAssignments").values()
+               if assignment["properties"]["principalId"] == "apiPrincipalId"
+               and assignment["scope"] == "modelsContainer"
+               and "storageBlobDataContributor" in text_of(assignment["properties"]["roleDefinitionId"])]
+    assert len(writers) == 1 and writers[0]["conditionVersion"] == "2.0", writers
+    variables = parse(path)["variables"]
+    condition = str(variables[writers[0]["condition"]]["value"]).replace("\\'", "'")
+    for name in ("blobActions", "blobPath"):
+        condition = condition.replace(f"${{{name}}}", str(variables[name]["value"]))
+    blobs = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    for action in ("write", "add/action", "delete", "move/action"):  # every data action that changes a blob
+        assert f"!(ActionMatches{{'{blobs}/{action}'}})" in condition, action
+    path_rule = f"@Resource[{blobs}:path] StringLike"
+    assert condition.count(path_rule) == 2, condition
+    assert f"{path_rule} '*/latest.json'" in condition and f"{path_rule} '*/approval.json'" in condition
+
+
 def test_no_blob_data_owner_and_no_account_wide_blob_data_role() -> None:
     """The defect: Blob Data Owner on the account that holds models/*/latest.json and the deployment package."""
     source = (MODULES / "role-assignments.bicep").read_text(encoding="utf-8")
@@ -261,7 +282,14 @@ def test_no_blob_data_owner_and_no_account_wide_blob_data_role() -> None:
 def test_the_api_cannot_write_models_and_no_app_can_write_a_deployment_package() -> None:
     grants = _grants(MODULES / "role-assignments.bicep")
     writers = {"storageBlobDataContributor", "storageBlobDataOwner"}
-    assert not {g for g in grants if g[0] == "apiPrincipalId" and g[2] == "modelsContainer" and g[1] in writers}
+    # the one write grant of the API on models is the approval route's, conditioned to the pointer files (the
+    # test above checks the condition): no grant lets it upload or change a model
+    assignments = resources(MODULES / "role-assignments.bicep", "Microsoft.Authorization/roleAssignments")
+    api_model_writes = [assignment["properties"] for assignment in assignments.values()
+                        if assignment["properties"]["principalId"] == "apiPrincipalId"
+                        and assignment["scope"] == "modelsContainer"
+                        and any(role in text_of(assignment["properties"]["roleDefinitionId"]) for role in writers)]
+    assert len(api_model_writes) == 1 and all(props.get("condition") for props in api_model_writes)
     runtime = {"apiPrincipalId", "monitorPrincipalId"}
     packages = {"packageStorage", "apiPackageContainer", "monitorPackageContainer"}
     assert not {g for g in grants if g[0] in runtime and g[2] in packages}

@@ -1,11 +1,14 @@
-"""End to end, local retraining with the real training entry: traffic -> drift -> one job -> promoted -> served.
+"""End to end, local retraining with the real training entry: traffic -> drift -> one job -> candidate -> an admin
+approves it -> served.
 
 Real photos (../shared/imagenet-sample) of four classes that the served EfficientNet-Lite0 recognises in
 daylight but not as dark grayscale shots: 36 such shots are uploaded through the real flow (SAS grant, PUT to
 Azurite, the blob trigger function) and corrected by their owners through the feedback route. The drift timer
 fires twice for the window: it sees the brightness drift and submits one local retraining
 (`model/.venv/bin/python -m model.train`). The candidate is measured against the served model on the same
-held-out shots, promoted, and published; the app (MODEL_SOURCE=blob) then serves it and gets them right.
+held-out shots and on a trusted guard set (RETRAIN_GUARD_DATA: daylight photos of other classes, none of them a
+correction) and published as a candidate (RETRAIN_PROMOTION=approval); an admin approves it through the models
+route, and the app (MODEL_SOURCE=blob) then serves it and gets the shots right.
 
 About 1.5-3 minutes on 2 cores (training ~40 s of CPU). Skips without model/.venv, model/train.py, the
 exported EfficientNet-Lite0 artefact or ../shared.
@@ -56,6 +59,7 @@ CLASSES = ("n01749939_green_mamba.JPEG", "n02086646_Blenheim_spaniel.JPEG", "n02
            "n02093991_Irish_terrier.JPEG")
 SHOTS_PER_CLASS = 9
 PROFILE_PHOTOS = 60
+GUARD_PHOTOS = 100
 
 
 def _missing() -> str | None:
@@ -117,11 +121,23 @@ def setup(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         MODEL_NAME, "1", version_one, promote=True)
     labels = {row["filename"]: card.labels[int(row["class_index"])] for row in rows if row["filename"] in CLASSES}
     assert len(labels) == len(CLASSES)
+    # the trusted guard set: curated daylight photos (a labels.csv folder, as model.evaluate reads it), none of
+    # them an image the users corrected
+    guard = root / "guard"
+    guard.mkdir()
+    kept = [row for row in rows if row["filename"] not in CLASSES][:GUARD_PHOTOS]
+    for row in kept:
+        shutil.copy2(SHARED_PHOTOS / row["filename"], guard / row["filename"])
+    with (guard / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
     settings = {
         "COSMOS_DATABASE": DATABASE, "MODEL_SOURCE": "blob", "MODEL_NAME": MODEL_NAME,
         "MODEL_CACHE_DIR": str(root / "served"), "MODEL_REFRESH_SECONDS": "5", "MAX_UPLOAD_BYTES": "5000000",
         "RETRAIN_MODE": "local", "RETRAIN_LOCAL_PYTHON": str(MODEL_PYTHON), "RETRAIN_WORK_DIR": str(root / "work"),
         "RETRAIN_MIN_IMAGES": "20", "RETRAIN_TRAIN_ARGS": "--epochs-head 1 --epochs-top 1 --batch-size 8 --seed 0",
+        "RETRAIN_GUARD_DATA": str(guard), "RETRAIN_PROMOTION": "approval",
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in settings.items():
@@ -176,11 +192,21 @@ def test_corrections_retrain_promote_and_serve_a_better_model(setup: Setup, app_
         assert record["launches"] == 1 and record["manifest"]["rows"] == len(results)
         assert [path.name for path in setup.work_root.iterdir()] == [summary.retraining_job]  # one job ran
         verdict = record["result"]
-        assert verdict["promoted"] is True and verdict["published"] is True, verdict
+        assert verdict["published"] is True and verdict["promotable"] is True, verdict
+        assert verdict["promoted"] is False and verdict["state"] == "candidate", verdict  # waits for an admin
         assert verdict["version"] == "2" and verdict["num_classes"] == 1000
         assert verdict["candidate"]["accuracy"] > verdict["current"]["accuracy"], verdict
 
         models = BlobModelRepository(blob_service(app_settings), "models", setup.work_root / "check")
+        assert models.promoted_version(MODEL_NAME) == "1"
+        admin = bearer("ops", admin=True)
+        pending = api.get("/api/models", headers=admin).json()
+        assert [(v["version"], v["state"]) for v in pending["versions"]] == [("1", "current"), ("2", "candidate")]
+        guard = pending["versions"][1]["gates"]["guard"]
+        assert guard["evaluated"] is True and guard["passed"] is True, guard
+        approved = api.post(f"/api/models/{MODEL_NAME}/versions/2/promote", headers=admin)
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["approved_by"] == "ops" and approved.json()["previous"] == "1"
         assert models.promoted_version(MODEL_NAME) == "2"
 
         # the running app picks the promoted version up within MODEL_REFRESH_SECONDS, without a restart
@@ -198,5 +224,6 @@ def test_corrections_retrain_promote_and_serve_a_better_model(setup: Setup, app_
         assert [(v["version"], v["promoted"]) for v in listing["versions"]] == [("1", False), ("2", True)]
         assert listing["versions"][1]["accuracy"] == verdict["candidate"]["accuracy"]
     print(f"retraining e2e: {len(results)} corrected uploads, served right before {served_right}, candidate "
-          f"{verdict['candidate']['accuracy']:.3f} vs current {verdict['current']['accuracy']:.3f}, "
+          f"{verdict['candidate']['accuracy']:.3f} vs current {verdict['current']['accuracy']:.3f}, guard "
+          f"{guard['candidate']:.3f} vs {guard['current']:.3f}, "
           f"train {record.get('trainSeconds')} s, total {time.monotonic() - started:.0f} s")
