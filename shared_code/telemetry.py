@@ -71,7 +71,9 @@ EMITTED_METRICS: dict[str, frozenset[str]] = {
     METRIC_FEEDBACK_ACCURACY: frozenset({DIM_MODEL_NAME, DIM_MODEL_VERSION}),
 }
 
-RETRAINING_EVENTS = frozenset({"started", "succeeded", "failed", "promoted", "rejected"})
+# candidate: passed its gates, awaiting an admin's approval (RETRAIN_PROMOTION=approval); promoted: by the job
+# (automatic) or by the approval
+RETRAINING_EVENTS = frozenset({"started", "succeeded", "failed", "promoted", "rejected", "candidate"})
 NO_MODEL_VERSION = "none"
 
 AttributeValue = str | int | float | bool
@@ -278,7 +280,7 @@ def record_feedback_accuracy(*, accuracy: float, rows: int, model_name: str, mod
 
 
 def record_retraining(*, event: str, window_id: str, model_version: str | None = None) -> None:
-    """Count a retraining lifecycle event: started, succeeded, failed, promoted or rejected."""
+    """Count a retraining lifecycle event: started, succeeded, failed, promoted, candidate or rejected."""
     if event not in RETRAINING_EVENTS:
         raise ValueError(f"unknown retraining event {event!r}; expected one of {sorted(RETRAINING_EVENTS)}")
     version = model_version or NO_MODEL_VERSION

@@ -29,6 +29,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared_code import telemetry
 from shared_code.errors import Conflict, NotFound
 from shared_code.inference.model_card import CARD_SUFFIX, ModelCard
 from shared_code.inference.model_repository import LATEST_POINTER, BlobModelRepository, version_key
@@ -137,7 +138,11 @@ def approve(repository: BlobModelRepository, name: str, version: str, *, approve
     NotFound: no such published version. Conflict: it did not pass its gates, its evaluation is of another
     model, or it (or a newer version) is current already.
     """
-    if version not in repository.list_versions(name):
+    try:
+        versions = repository.list_versions(name)
+    except ResourceNotFoundError:  # no models container at all
+        versions = []
+    if version not in versions:
         raise NotFound(f"model {name!r} has no published version {version!r}")
     card_bytes = repository.read_file(name, version, f"model{CARD_SUFFIX}")
     if card_bytes is None:
@@ -173,6 +178,8 @@ def approve(repository: BlobModelRepository, name: str, version: str, *, approve
     repository.container.upload_blob(f"{name}/{version}/{APPROVAL_FILE}", json.dumps({"name": name, **record}),
                                      overwrite=True, content_settings=ContentSettings(content_type="application/json"))
     logger.info("model %s:%s approved by %s (was %s)", name, version, approved_by, current)
+    telemetry.record_retraining(event="promoted", window_id=str((evaluation or {}).get("window") or ""),
+                                model_version=version)
     return {"name": name, **record}
 
 

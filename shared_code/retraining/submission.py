@@ -35,6 +35,7 @@ from shared_code import telemetry
 from shared_code.errors import BadRequest, NotFound
 from shared_code.inference.model_repository import BlobModelRepository
 from shared_code.monitoring.window import DriftWindow
+from shared_code.retraining.approval import EVALUATION_FILE, gates_of, read_json, version_state
 from shared_code.retraining.spec import (
     Launcher,
     TrainingExample,
@@ -404,19 +405,29 @@ def note_outcome(record: Mapping[str, Any]) -> None:
     status = str(record.get("status"))
     if status in ("succeeded", "failed"):
         telemetry.record_retraining(event=status, window_id=window, model_version=version)
-    promoted = (record.get("result") or {}).get("promoted")
+    result = record.get("result") or {}
+    promoted = result.get("promoted")
     if status == "succeeded" and isinstance(promoted, bool):
-        telemetry.record_retraining(event="promoted" if promoted else "rejected", window_id=window,
-                                    model_version=version)
+        # a candidate that passed its gates waits for an admin (RETRAIN_PROMOTION=approval): not a rejection
+        event = "promoted" if promoted else "candidate" if result.get("state") == "candidate" else "rejected"
+        telemetry.record_retraining(event=event, window_id=window, model_version=version)
 
 
 def promotion_outcome(models: BlobModelRepository, record: Mapping[str, Any]) -> dict[str, Any]:
-    """What the models container says about the record's version: published, and promoted."""
+    """What the models container says about the record's version (an Azure ML job's result): published,
+    promoted, and the gates its evaluation.json recorded (promotable, state, reasons)."""
     name, version = str(record.get("modelName", "")), str(record.get("version", ""))
     if not name or not version:
         return {"published": False, "promoted": False}
-    return {"name": name, "version": version, "published": version in models.list_versions(name),
-            "promoted": models.promoted_version(name) == version}
+    latest = models.promoted_version(name)
+    outcome: dict[str, Any] = {"name": name, "version": version, "published": version in models.list_versions(name),
+                               "promoted": latest == version}
+    if outcome["published"]:
+        gates = gates_of(read_json(models, name, version, EVALUATION_FILE))
+        state = version_state(version, latest=latest, gates=gates)
+        outcome.update(promotable=gates.passed if gates else False, reasons=gates.reasons if gates else [],
+                       state="promoted" if state == "current" else state)
+    return outcome
 
 
 # --- for the routes -----------------------------------------------------------------------------------

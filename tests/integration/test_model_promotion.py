@@ -185,3 +185,22 @@ def test_a_pointer_write_against_a_stale_etag_changes_nothing(repository: BlobMo
     assert write_pointer(repository.container, fresh, {"version": "3"}, expected=nothing)  # create-only
     assert not write_pointer(repository.container, fresh, {"version": "2"}, expected=nothing)
     assert read_pointer(repository.container, fresh).version == "3"
+
+
+def test_an_azure_ml_job_outcome_carries_the_gates_of_its_version(repository: BlobModelRepository,
+                                                                   tmp_path: Path) -> None:
+    """promotion_outcome (the Azure ML launcher's result, read from the models container) says what the gates said."""
+    from shared_code.retraining.submission import promotion_outcome  # noqa: PLC0415
+
+    name = f"aml-{uuid.uuid4().hex[:8]}"
+    publish(repository, tmp_path, name, "1", promote=True)
+    publish(repository, tmp_path, name, "2", decision=PASSED)
+    publish(repository, tmp_path, name, "3", decision=NO_GUARD)
+    candidate = promotion_outcome(repository, {"modelName": name, "version": "2"})
+    assert candidate == {"name": name, "version": "2", "published": True, "promoted": False, "promotable": True,
+                         "reasons": [], "state": "candidate"}
+    refused = promotion_outcome(repository, {"modelName": name, "version": "3"})
+    assert refused["state"] == "not_promotable" and "no trusted guard set" in refused["reasons"][0]
+    approve(repository, name, "2", approved_by=ADMIN)
+    assert promotion_outcome(repository, {"modelName": name, "version": "2"})["state"] == "promoted"
+    assert promotion_outcome(repository, {"modelName": name, "version": "9"})["published"] is False

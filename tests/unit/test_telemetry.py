@@ -156,6 +156,21 @@ def test_retraining_events_are_counted_and_validated(providers: Providers) -> No
         telemetry.record_retraining(event="exploded", window_id="w1")
 
 
+def test_a_candidate_awaiting_approval_is_not_counted_as_rejected(providers: Providers) -> None:
+    from shared_code.retraining.submission import note_outcome  # noqa: PLC0415
+
+    version = f"c-{uuid.uuid4().hex[:8]}"
+    note_outcome({"status": "succeeded", "window": "w1", "version": version,
+                  "result": {"promoted": False, "promotable": True, "state": "candidate"}})
+    assert point_with(providers.metric_reader, telemetry.METRIC_RETRAINING_RUNS, event="candidate",
+                      model_version=version).value == 1
+    rejected = f"n-{uuid.uuid4().hex[:8]}"
+    note_outcome({"status": "succeeded", "window": "w1", "version": rejected,
+                  "result": {"promoted": False, "promotable": False, "state": "not_promotable"}})
+    assert point_with(providers.metric_reader, telemetry.METRIC_RETRAINING_RUNS, event="rejected",
+                      model_version=rejected).value == 1
+
+
 def test_classification_log_carries_structured_dimensions(providers: Providers,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger=telemetry.__name__):
