@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.unit
 BETTER_SPLIT = split_gate(0.9, 0.5, 0.0)
 
 
-def guard(candidate: float, current: float | None, *, required: bool = True, independent: bool = True) -> dict:
+def guard(candidate: float, current: float | None, *, required: bool = True,
+          independent: bool = True) -> dict[str, Any]:
     return guard_gate({"data": "/curated/imagenet-sample", "candidate": candidate, "current": current},
                       required=required, max_regression=0.02, independent=independent)
 
