@@ -22,6 +22,12 @@ models: .venv/.installed ## Served, promoted and published model versions on the
 	@TOKEN=$$($(PY) -m shared_code.cli token --user ops --admin | tail -1); \
 	curl -sS "$(API_URL)/models" -H "Authorization: Bearer $$TOKEN"; echo
 
+.PHONY: promote-model
+promote-model: .venv/.installed ## Approve a retrained candidate on the running stack: NAME=model VERSION=v (POST .../promote)
+	@test -n "$(NAME)" -a -n "$(VERSION)" || { echo "usage: make promote-model NAME=efficientnet_lite0 VERSION=2"; exit 2; }
+	@TOKEN=$$($(PY) -m shared_code.cli token --user ops --admin | tail -1); \
+	curl -sS -X POST "$(API_URL)/models/$(NAME)/versions/$(VERSION)/promote" -H "Authorization: Bearer $$TOKEN"; echo
+
 .PHONY: retrain-job-yaml
 retrain-job-yaml: .venv/.installed ## The Azure ML retraining job as YAML, offline -> .run/retraining-job/job.yml [WINDOW=key]
 	$(PY) -m shared_code.cli retrain-job-yaml $(if $(WINDOW),--window "$(WINDOW)")

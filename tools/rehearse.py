@@ -62,7 +62,8 @@ SUBSTITUTIONS = {
     "APPLICATIONINSIGHTS_*": "Application Insights -> none (telemetry off)",
     "AZURE_CLIENT_ID": "the user-assigned identity -> none (emulator keys)",
     "AUTH_*": "Entra ID (issuer, audience, JWKS) -> AUTH_MODE=local with a signing key (Entra: issue 13 item 4)",
-    "RETRAIN_MODE": "azureml -> local (the local launcher; AZUREML_* dropped) with a stand-in trainer",
+    "RETRAIN_MODE": "azureml -> local (the local launcher; AZUREML_* dropped) with a stand-in trainer; "
+                    "RETRAIN_GUARD_DATA (a models-container folder in Azure) -> a local folder",
     "DRIFT_SCHEDULE": f"the Bicep schedule -> {DRIFT_SCHEDULE} (the rehearsal cannot wait for the hour)",
 }
 EXTRA = {  # settings Bicep leaves at their defaults that the rehearsal shortens
@@ -129,7 +130,7 @@ def local_settings(bicep: dict[str, Any], *, storage: str, cosmos: str, work: Pa
     })
     if bicep.get("RETRAIN_MODE") not in (None, "off"):
         values.update({"RETRAIN_MODE": "local", "RETRAIN_LOCAL_PYTHON": str(trainer),
-                       "RETRAIN_WORK_DIR": str(work / "training")})
+                       "RETRAIN_WORK_DIR": str(work / "training"), "RETRAIN_GUARD_DATA": str(work / "guard")})
     if "DRIFT_SCHEDULE" in bicep:
         values["DRIFT_SCHEDULE"] = DRIFT_SCHEDULE
     return values
@@ -154,7 +155,9 @@ def subscription_defaults() -> dict[str, Any]:
 
 # --- the stand-in trainer -------------------------------------------------------------------------------
 TRAINER = '''#!{python}
-"""Stands in for `python -m model.train`: publishes and promotes the prepared candidate, prints the verdict."""
+"""Stands in for `python -m model.train`: publishes the prepared candidate with the gate results model.train
+would record (promotable only with a guard set, as with --data-trust unvetted), promotes it only under
+--promotion automatic, prints the verdict."""
 import json, pathlib, shutil, sys
 args = sys.argv[3:]  # after "-m model.train"
 options = dict(zip(args[::2], args[1::2]))
@@ -166,12 +169,25 @@ rows = pathlib.Path(options["--data"]).read_text().splitlines()[1:]
 folder = pathlib.Path(options["--out"]) / "candidate"
 shutil.copytree({candidate!r}, folder, dirs_exist_ok=True)
 card, _ = load_card(folder / "model.card.json")
-(folder / "model.card.json").write_text(card.model_copy(update={{"version": options["--version"]}}).to_json())
+card = card.model_copy(update={{"version": options["--version"]}})
+(folder / "model.card.json").write_text(card.to_json())
+guarded = options.get("--data-trust") == "unvetted" and pathlib.Path(options.get("--guard-data", "/-")).is_dir()
+mode = options.get("--promotion", "automatic")
+promote = guarded and mode == "automatic"
+state = "promoted" if promote else "candidate" if guarded else "not_promotable"
+reasons = [] if guarded else ["no trusted guard set (stand-in)"]
+guard = {{"passed": guarded, "required": True, "evaluated": guarded, "data": options.get("--guard-data"),
+         "candidate": 0.9, "current": 0.9, "max_regression": 0.02, "reason": None if guarded else reasons[0]}}
+promotion = {{"mode": mode, "promotable": guarded, "promoted": promote, "state": state, "reasons": reasons,
+             "gates": {{"split": {{"passed": True, "candidate": 0.9, "current": 0.25}}, "guard": guard}}}}
+(folder / "evaluation.json").write_text(json.dumps({{"candidate": {{"model": card.model_id, "accuracy": 0.9}},
+                                                    "promotion": promotion}}))
 service = BlobServiceClient.from_connection_string(options["--publish-connection-string"])
 BlobModelRepository(service, options["--models-container"], folder / "cache").publish(
-    options["--name"], options["--version"], folder, promote=True)
+    options["--name"], options["--version"], folder, promote=promote)
 print("trained on", len(rows), "corrected images (stand-in)")
-print(json.dumps({{"promoted": True, "published": True, "name": options["--name"], "version": options["--version"],
+print(json.dumps({{"promoted": promote, "promotable": guarded, "state": state, "reasons": reasons,
+                  "promotion": mode, "published": True, "name": options["--name"], "version": options["--version"],
                   "num_classes": 4, "candidate": {{"accuracy": 0.9, "macro_f1": 0.9}}, "current": {{"accuracy": 0.25}},
                   "card": "", "evaluation": "", "rows": len(rows), "present": len(rows)}}))
 '''
@@ -379,6 +395,7 @@ def run(work: Path, *, build: bool, timeout: float, dist: Path = DIST) -> dict[s
         models = BlobModelRepository(BlobServiceClient.from_connection_string(rehearsal.storage),
                                      api_values.get("MODELS_CONTAINER", "models"), work / "publish-cache")
         models.publish(model_name, "1", card.parent, promote=True)
+        (work / "guard").mkdir(exist_ok=True)  # the curated guard set's folder (the stand-in only checks it is there)
         trainer.write_text(TRAINER.format(python=sys.executable, package=str(dist / "monitor"),
                                           candidate=str(work / "v2")), encoding="utf-8")
         trainer.chmod(0o755)
@@ -463,7 +480,15 @@ def run(work: Path, *, build: bool, timeout: float, dist: Path = DIST) -> dict[s
             return len(items) == 1 and done[0]["status"] == "succeeded"
 
         rehearsal.step("drifted_window_submits_retraining", drifted_window_submits_retraining)
-        rehearsal.step("retraining_promoted", lambda: models.promoted_version(model_name) == "2")
+        def retraining_promoted() -> bool:
+            # RETRAIN_PROMOTION stays at its default (approval): the candidate waits until an admin approves it
+            if models.promoted_version(model_name) != "1":
+                return False
+            approved = client.post(f"{rehearsal.api}/models/{model_name}/versions/2/promote", headers=admin)
+            rehearsal.notes["approval"] = approved.json()
+            return approved.status_code == 200 and models.promoted_version(model_name) == "2"
+
+        rehearsal.step("retraining_promoted", retraining_promoted)
 
         def api_serves_promoted() -> bool:
             wait_for(lambda: httpx.get(f"{rehearsal.api}/health", timeout=5).json()["model"]["version"] == "2", 60,
