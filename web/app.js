@@ -557,6 +557,10 @@ async function refreshModels() {
       element("td", { text: version.num_classes ?? "—" }),
       element("td", { text: typeof version.accuracy === "number" ? percent(version.accuracy) : "—" }),
       element("td", { text: version.promoted ? "yes" : "no" }),
+      // current, candidate (passed its gates, awaiting an admin's approval), not_promotable (why: the tooltip),
+      // superseded, unevaluated; approving is `make promote-model` (a user token: not an API key's)
+      element("td", { text: (version.state ?? "—").replace("_", " "),
+                       title: (version.gates?.reasons ?? []).join("; ") || undefined }),
       element("td", { text: version.created_at ?? "—" }))));
   } catch (error) {
     $("#models-summary").textContent = `Model versions unavailable: ${error.message}`;
