@@ -108,9 +108,13 @@ class Pointer:
 def read_pointer(container: ContainerClient, name: str) -> Pointer:
     try:
         download = container.download_blob(f"{name}/{LATEST_POINTER}")
-        body = json.loads(download.readall())
+        data = download.readall()
     except ResourceNotFoundError:
         return Pointer(None, None)
+    try:
+        body = json.loads(data)
+    except ValueError:  # unreadable: names no version, and an approval may replace it (against this ETag)
+        body = None
     return Pointer(body if isinstance(body, dict) else None, download.properties.etag)
 
 
@@ -155,7 +159,8 @@ def approve(repository: BlobModelRepository, name: str, version: str, *, approve
                        "approved")
     if not gates.passed:
         raise Conflict(f"{name}:{version} did not pass its promotion gates: {'; '.join(gates.reasons)}")
-    evaluated = (evaluation or {}).get("candidate", {}).get("model")
+    candidate = (evaluation or {}).get("candidate")
+    evaluated = candidate.get("model") if isinstance(candidate, Mapping) else None
     if evaluated != card.model_id:
         raise Conflict(f"{name}:{version}'s evaluation is of {evaluated!r}, not of its card {card.model_id}")
 
