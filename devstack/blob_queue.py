@@ -10,9 +10,11 @@ source) and invokes the function; a failed invocation makes the message visible 
 comes back with more dequeues than that (its worker died mid-invocation on the last attempt) is moved there
 without another invocation. A blob deleted before its message is handled is skipped.
 
-This module does the same against Azurite's queue service. What the function receives is what the Python worker
-passes: an `InputStream` with `name` (`container/blob`), `uri`, `length`, `blob_properties` (of the blob read,
-not of the event) and `metadata`. The event itself (`data.sequencer`, `id`, `eventTime`) is dropped at the
+This module does the same against Azurite's queue service. A parameter annotated with an SDK type (the blob
+extension's `BlobClient`: devstack/sdk_bindings.py) gets the client the extension builds from the connection
+setting, after a properties read and without the host reading the blob; otherwise the function receives what the
+Python worker passes: an `InputStream` with `name` (`container/blob`), `uri`, `length`, `blob_properties` (of the
+blob read, not of the event) and `metadata`. The event itself (`data.sequencer`, `id`, `eventTime`) is dropped at the
 webhook, in Azure as here: a function cannot see it.
 """
 
@@ -37,6 +39,7 @@ from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 from devstack.blob_trigger import HOST_STORAGE_SETTING, BlobPathPattern, BlobTriggerConfigError, connection_string_for
 from devstack.invocation import IndexedFunction, Invoker
 from devstack.local_settings import resolve_references
+from devstack.sdk_bindings import blob_sdk_argument, uses_sdk_type
 
 logger = logging.getLogger("devstack.host")
 
@@ -86,6 +89,12 @@ class Registration:
     function: IndexedFunction
     pattern: BlobPathPattern
     service: BlobServiceClient
+    connection: str = HOST_STORAGE_SETTING
+
+    @property
+    def deferred(self) -> bool:
+        """The trigger parameter is an SDK type: the function gets a client and the host reads no content."""
+        return uses_sdk_type(self.function)
 
     @property
     def function_id(self) -> str:
@@ -122,7 +131,7 @@ class BlobTriggerQueue:
         if missing:
             raise BlobTriggerConfigError(f"parameters {missing} match no binding of the trigger path '{trigger.path}'")
         data = _storage(connection_string_for(trigger.connection))
-        registration = Registration(function, pattern, data)
+        registration = Registration(function, pattern, data, trigger.connection or HOST_STORAGE_SETTING)
         self.functions[registration.function_id] = registration
         if self._queue is None:
             host_storage = os.environ.get(HOST_STORAGE_SETTING, "").strip() or connection_string_for(trigger.connection)
@@ -303,7 +312,7 @@ class BlobTriggerQueue:
             await self._settle(keepalive, receipt, delete=True)
             return
         try:
-            stream = await asyncio.to_thread(self._read_current, registration, str(body["ContainerName"]), blob_name)
+            argument = await asyncio.to_thread(self._argument_for, registration, str(body["ContainerName"]), blob_name)
         except ResourceNotFoundError:
             logger.info("Blob '%s/%s' no longer exists; message %s ignored", body["ContainerName"], blob_name,
                         message.id)
@@ -316,7 +325,7 @@ class BlobTriggerQueue:
             return
         try:
             await self.invoker.invoke(
-                registration.function, self._argument(registration.function, stream),
+                registration.function, argument,
                 reason=f"New blob detected({EVENT_GRID_SOURCE}): {body['ContainerName']}/{blob_name}",
                 extras=parameters, retry_count=dequeues - 1,
                 max_retry_count=self.options.max_attempts - 1)
@@ -368,6 +377,15 @@ class BlobTriggerQueue:
                 receipt.pop_receipt = updated.pop_receipt or receipt.pop_receipt
             except Exception as exc:
                 logger.warning("Blob trigger queue: renewing message %s failed (%s)", receipt.message.id, exc)
+
+    @classmethod
+    def _argument_for(cls, registration: Registration, container: str, blob_name: str) -> Any:
+        """What the function gets: an SDK client (after a properties read: deleted blobs are skipped), or content."""
+        if registration.deferred:
+            registration.service.get_blob_client(container, blob_name).get_blob_properties()
+            return blob_sdk_argument(registration.function, connection=registration.connection, container=container,
+                                     blob_name=blob_name)
+        return cls._argument(registration.function, cls._read_current(registration, container, blob_name))
 
     @staticmethod
     def _read_current(registration: Registration, container: str, blob_name: str) -> func.blob.InputStream:

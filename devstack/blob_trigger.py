@@ -21,6 +21,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
 from devstack.invocation import IndexedFunction, Invoker
 from devstack.local_settings import resolve_references
+from devstack.sdk_bindings import blob_sdk_argument, uses_sdk_type
 
 logger = logging.getLogger("devstack.host")
 
@@ -172,6 +173,7 @@ class BlobTriggerListener:
         if missing:
             raise BlobTriggerConfigError(f"parameters {missing} match no binding of the trigger path '{trigger.path}'")
         connection_string = connection_string_for(trigger.connection)
+        self.connection = trigger.connection or HOST_STORAGE_SETTING
         self.service = _host_storage_client(connection_string)
         host_storage = os.environ.get(HOST_STORAGE_SETTING, "").strip() or connection_string
         self.receipts = ReceiptStore(_host_storage_client(host_storage), options.host_id,
@@ -274,7 +276,7 @@ class BlobTriggerListener:
     async def _deliver(self, version: BlobVersion) -> None:
         attempt = replace(version, attempt=version.attempt + 1)
         try:
-            stream = await asyncio.to_thread(self._download, attempt)
+            argument = await asyncio.to_thread(self._argument_for, attempt)
         except ResourceModifiedError:
             logger.info("Blob '%s/%s' changed before delivery of ETag %s; the newer version follows",
                         self.pattern.container, version.name, version.etag)
@@ -290,7 +292,7 @@ class BlobTriggerListener:
         parameters = self.pattern.match(version.name) or {}
         try:
             await self.invoker.invoke(
-                self.function, self._argument(stream),
+                self.function, argument,
                 reason=f"New blob detected({self.source}): {self.pattern.container}/{version.name}",
                 extras=parameters, retry_count=attempt.attempt - 1, max_retry_count=self.options.max_attempts - 1,
                 last_error=version.last_error,
@@ -299,6 +301,16 @@ class BlobTriggerListener:
             self._after_failure(replace(attempt, last_error=exc), exc)
             return
         await self._record(attempt, "completed")
+
+    def _argument_for(self, version: BlobVersion) -> Any:
+        """An SDK client for an SDK-typed parameter (once the detected version is still current), else content."""
+        if not uses_sdk_type(self.function):
+            return self._argument(self._download(version))
+        current = self.container.get_blob_client(version.name).get_blob_properties()
+        if _bare(str(current.etag)) != version.etag:
+            raise ResourceModifiedError(f"blob {version.name} has a newer version")
+        return blob_sdk_argument(self.function, connection=self.connection, container=self.pattern.container,
+                                 blob_name=version.name)
 
     def _download(self, version: BlobVersion) -> func.blob.InputStream:
         blob = self.container.get_blob_client(version.name)

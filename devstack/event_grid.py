@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -111,6 +111,28 @@ def validation_event(code: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ContentLengthFilter:
+    """An advanced filter on `data.contentLength`: `le` is NumberLessThanOrEquals, `gt` NumberGreaterThan."""
+
+    operator: str
+    value: int
+
+    OPERATORS: ClassVar[dict[str, str]] = {"le": "NumberLessThanOrEquals", "gt": "NumberGreaterThan"}
+
+    @classmethod
+    def parse(cls, text: str) -> ContentLengthFilter:
+        """`le:20971520` or `gt:20971520`."""
+        operator, _, value = text.partition(":")
+        if operator not in cls.OPERATORS or not value.isdigit():
+            raise ValueError(f"a content length filter is le:<bytes> or gt:<bytes>, not {text!r}")
+        return cls(operator, int(value))
+
+    def matches(self, content_length: int) -> bool:
+        """Whether an event with this `data.contentLength` is delivered to the subscription."""
+        return content_length <= self.value if self.operator == "le" else content_length > self.value
+
+
+@dataclass(frozen=True)
 class SubscriptionOptions:
     """One event subscription: where it delivers, what it filters, how it retries (Bicep defaults)."""
 
@@ -129,6 +151,7 @@ class SubscriptionOptions:
     seed: int | None = None
     concurrency: int = 8
     delivery_timeout_seconds: float = 30.0
+    content_length: ContentLengthFilter | None = None  # the subscription's advanced filter on data.contentLength
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds before delivery attempt `attempts + 1` (Event Grid's schedule, scaled)."""
@@ -160,6 +183,7 @@ class SourceStats:
     duplicates_sent: int = 0
     reordered: int = 0
     dead_lettered: int = 0
+    filtered: int = 0  # versions this subscription's filter did not pass (never published to it)
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -276,6 +300,10 @@ class EventGridSource:
             for blob in self.container.list_blobs(name_starts_with=prefix):
                 etag = str(blob.etag).strip('"')
                 if (blob.name, etag) in self._seen:
+                    continue
+                if self.options.content_length and not self.options.content_length.matches(int(blob.size or 0)):
+                    self._seen.add((blob.name, etag))  # filtered out: this subscription never gets the event
+                    self.stats.filtered += 1
                     continue
                 event = blob_created_event(
                     account=self.account, container=self.options.container, blob_name=blob.name,
@@ -475,13 +503,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, SubscriptionOpti
     parser.add_argument("--reorder", type=float, default=0.0, help="share of events held back so others overtake")
     parser.add_argument("--reorder-seconds", type=float, default=SubscriptionOptions.reorder_seconds)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--content-length", type=ContentLengthFilter.parse, default=None,
+                        help="advanced filter on data.contentLength: le:<bytes> or gt:<bytes>")
     args = parser.parse_args(argv)
     options = SubscriptionOptions(
         webhook=args.webhook, container=args.container, blob_prefix=args.blob_prefix, name=args.name,
         poll_seconds=args.poll_seconds, max_delivery_attempts=args.max_delivery_attempts,
         event_ttl_seconds=args.event_ttl_minutes * 60, retry_scale=args.retry_scale,
         dead_letter_container=args.dead_letter_container, duplicates=args.duplicates, reorder=args.reorder,
-        reorder_seconds=args.reorder_seconds, seed=args.seed)
+        reorder_seconds=args.reorder_seconds, seed=args.seed, content_length=args.content_length)
     return args.connection_string, options
 
 

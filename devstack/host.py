@@ -33,7 +33,13 @@ from azure.functions.decorators.timer import TimerTrigger
 
 from devstack.blob_queue import BlobQueueOptions, BlobTriggerQueue, Registration, is_event_grid
 from devstack.blob_trigger import BlobTriggerListener, BlobTriggerOptions
-from devstack.event_grid import EventGridSource, SubscriptionOptions, storage_client, webhook_url
+from devstack.event_grid import (
+    ContentLengthFilter,
+    EventGridSource,
+    SubscriptionOptions,
+    storage_client,
+    webhook_url,
+)
 from devstack.http_dispatch import HttpDispatcher, HttpRoute, compile_route
 from devstack.invocation import IndexedFunction, Invoker, index_app
 from devstack.local_settings import apply_values, read_host_json, read_values
@@ -63,6 +69,19 @@ class EventGridOptions:
     max_delivery_attempts: int = 30
     duplicates: float = 0.0
     reorder: float = 0.0
+    # Per function: the subscription's advanced filter on data.contentLength (none: every BlobCreated event).
+    content_length: Mapping[str, ContentLengthFilter] = field(default_factory=dict)
+
+
+def parse_event_grid_filter(text: str) -> tuple[str, ContentLengthFilter]:
+    """`classify_uploaded_blob=le:20971520` -> the function and its subscription's content-length filter."""
+    function, separator, condition = text.partition("=")
+    if not separator or not function:
+        raise argparse.ArgumentTypeError(f"expected FUNCTION=le:<bytes> or FUNCTION=gt:<bytes>, not {text!r}")
+    try:
+        return function, ContentLengthFilter.parse(condition)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,7 @@ class FunctionHost:
                 blob_prefix=registration.pattern.listing_prefix, name=f"devstack-{registration.function.name}"
                 .lower().replace("_", "-"), poll_seconds=options.poll_seconds, retry_scale=options.retry_scale,
                 max_delivery_attempts=options.max_delivery_attempts, duplicates=options.duplicates,
-                reorder=options.reorder))
+                reorder=options.reorder, content_length=options.content_length.get(registration.function.name)))
             self.event_grid.append(source)
             self._event_grid_tasks.append(asyncio.create_task(source.run(), name=f"eventgrid-{source.options.name}"))
 
@@ -281,6 +300,9 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
     parser.add_argument("--event-grid-max-attempts", type=int, default=30)
     parser.add_argument("--event-grid-duplicates", type=float, default=0.0, help="share of events delivered twice")
     parser.add_argument("--event-grid-reorder", type=float, default=0.0, help="share of events delivered late")
+    parser.add_argument("--event-grid-filter", type=parse_event_grid_filter, action="append", default=[],
+                        metavar="FUNCTION=le:BYTES|gt:BYTES",
+                        help="the function's subscription filters data.contentLength (repeat per function)")
     parser.add_argument("--shutdown-grace-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     apps: list[str] = args.app
@@ -301,7 +323,8 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         event_grid=EventGridOptions(mode=args.event_grid, poll_seconds=args.event_grid_poll_seconds,
                                     retry_scale=args.event_grid_retry_scale,
                                     max_delivery_attempts=args.event_grid_max_attempts,
-                                    duplicates=args.event_grid_duplicates, reorder=args.event_grid_reorder),
+                                    duplicates=args.event_grid_duplicates, reorder=args.event_grid_reorder,
+                                    content_length=dict(args.event_grid_filter)),
         shutdown_grace_seconds=args.shutdown_grace_seconds,
     )
 

@@ -48,6 +48,18 @@ from devstack.processes import (
 
 STATE_FILE = Path(".run") / "stack.json"
 HEALTH_PATH = "/api/health"
+# The Event Grid subscriptions of infra/modules/blob-events-subscription.bicep, by function: uploads of at most
+# MAX_UPLOAD_BYTES reach the classifier, larger ones the function that rejects them from their properties
+# (tests/infra checks that Bicep routes the same way). The default is the app's (shared_code/settings.py).
+UPLOAD_ROUTES = {"classify_uploaded_blob": "le", "reject_oversized_upload": "gt"}
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+def event_grid_filters(values: dict[str, str]) -> list[str]:
+    """The host's `--event-grid-filter` arguments for the app's MAX_UPLOAD_BYTES (local settings or default)."""
+    limit = int(values.get("MAX_UPLOAD_BYTES") or os.environ.get("MAX_UPLOAD_BYTES") or DEFAULT_MAX_UPLOAD_BYTES)
+    return [argument for function, operator in UPLOAD_ROUTES.items()
+            for argument in ("--event-grid-filter", f"{function}={operator}:{limit}")]
 
 
 class StackError(RuntimeError):
@@ -258,7 +270,8 @@ def up(layout: StackLayout, *, app: str | Sequence[str] = DEFAULT_APPS, ports: S
             env["MODEL_PATH"] = str(served_card(model))
         host = start_background(
             "host", [sys.executable, "-m", "devstack.host", *apps, "--port", str(ports.api),
-                     "--settings", str(layout.settings), "--host-json", str(layout.root / "host.json")],
+                     "--settings", str(layout.settings), "--host-json", str(layout.root / "host.json"),
+                     *event_grid_filters(values)],
             log_path=layout.run_dir / "host.log", cwd=layout.root, env=env)
         started.append(host)
         wait_for_health(f"http://{LOOPBACK}:{ports.api}{HEALTH_PATH}", host, timeout, layout.run_dir)

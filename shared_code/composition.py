@@ -175,7 +175,7 @@ class Components:
             self.models, self.results, self.blobs, max_attempts=s.BLOB_MAX_ATTEMPTS,
             upload_minutes=s.UPLOAD_SAS_MINUTES, decode_timeout_s=s.DECODE_TIMEOUT_S,
             max_request_pixels=s.MAX_REQUEST_PIXELS, erased_recently=self.erasures.erased_recently,
-            retry_backoff_s=s.BLOB_RETRY_BACKOFF_S))
+            retry_backoff_s=s.BLOB_RETRY_BACKOFF_S, max_upload_bytes=s.MAX_UPLOAD_BYTES))
 
     # --- identity -----------------------------------------------------------------------------------
     @property

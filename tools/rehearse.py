@@ -137,15 +137,17 @@ def local_settings(bicep: dict[str, Any], *, storage: str, cosmos: str, work: Pa
 
 
 def subscription_defaults() -> dict[str, Any]:
-    """The Event Grid subscription's function, container and retry limit (infra/modules/blob-events*.bicep)."""
+    """The classifier's Event Grid subscription: function, container, retry limit, size filter (blob-events*.bicep)."""
     from tests.infra.bicep_model import INFRA, parse  # noqa: PLC0415
 
     found: dict[str, Any] = {"functionName": "classify_uploaded_blob", "uploadsContainerName": "uploads",
-                             "maxDeliveryAttempts": 30}
+                             "maxDeliveryAttempts": 30, "maxUploadBytes": 20971520}
     for path in sorted((INFRA / "modules").glob("blob-events*.bicep")):
         document = parse(path)
         for name, parameter in document.get("parameters", {}).items():
             if name in ("functionName", "uploadsContainerName") and isinstance(parameter.get("default"), str):
+                found[name] = parameter["default"]
+            if name == "maxUploadBytes" and isinstance(parameter.get("default"), int):
                 found[name] = parameter["default"]
         attempts = re.search(r'"maxDeliveryAttempts": (\d+)', json.dumps(document))
         if attempts:
@@ -408,6 +410,7 @@ def run(work: Path, *, build: bool, timeout: float, dist: Path = DIST) -> dict[s
             "--container", str(subscription["uploadsContainerName"]), "--name", "uploads-blob-created",
             "--webhook", webhook_url(f"http://{LOOPBACK}:{rehearsal.ports.api}", str(subscription["functionName"])),
             "--max-delivery-attempts", str(subscription["maxDeliveryAttempts"]), "--retry-scale", "0.05",
+            "--content-length", f"le:{subscription['maxUploadBytes']}",
         ], log_path=work / "event-grid.log", cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
         rehearsal.processes.append(source)
         client = httpx.Client(timeout=30)

@@ -30,8 +30,8 @@ fi
 az deployment group create -g "$AZURE_RESOURCE_GROUP" --name blob-events-subscription \
   --template-file infra/modules/blob-events-subscription.bicep \
   --parameters storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" systemTopicName="$BLOB_EVENTS_SYSTEM_TOPIC" \
-               functionAppName="$AZURE_FUNCTION_APP_NAME" \
+               functionAppName="$AZURE_FUNCTION_APP_NAME" maxUploadBytes="${MAX_UPLOAD_BYTES:-20971520}" \
   --output none
 # Later `azd provision` runs keep the subscription instead of skipping it.
 if command -v azd >/dev/null 2>&1 && [ -n "${AZURE_ENV_NAME:-}" ]; then azd env set BLOB_EVENTS_SUBSCRIBED true; fi
-echo "Event Grid subscription uploads-blob-created -> $AZURE_FUNCTION_APP_NAME is in place"
+echo "Event Grid subscriptions uploads-blob-created and uploads-oversized -> $AZURE_FUNCTION_APP_NAME are in place"

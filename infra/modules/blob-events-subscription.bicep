@@ -1,5 +1,5 @@
 metadata name = 'Blob upload events subscription'
-metadata description = 'The BlobCreated subscription of the uploads container to the blob extension webhook of the API app (deploy once its code runs).'
+metadata description = 'The BlobCreated subscriptions of the uploads container to the blob extension webhook of the API app, routed by size (deploy once its code runs).'
 
 @description('Required. Name of the storage account that emits the events.')
 param storageAccountName string
@@ -10,8 +10,15 @@ param systemTopicName string
 @description('Required. Name of the Function App hosting the blob trigger.')
 param functionAppName string
 
-@description('Optional. Python function name of the Event Grid blob trigger (functions/blob_trigger.py).')
+@description('Optional. Python function that classifies uploads of at most maxUploadBytes (functions/blob_trigger.py).')
 param functionName string = 'classify_uploaded_blob'
+
+@description('Optional. Python function that records larger uploads as rejected from their properties (functions/blob_trigger.py).')
+param oversizedFunctionName string = 'reject_oversized_upload'
+
+@description('Optional. The API app\'s MAX_UPLOAD_BYTES: the size that splits the two subscriptions.')
+@minValue(1024)
+param maxUploadBytes int = 20971520
 
 @description('Optional. Container whose new blobs are classified.')
 param uploadsContainerName string = 'uploads'
@@ -35,15 +42,32 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
   name: systemTopicName
 }
 
-resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+// Routed by data.contentLength, so an upload above the limit (a SAS cannot cap size; Put Blob From URL can copy
+// gigabytes) never reaches the classifier, and still ends `rejected` instead of `pending`. Both functions check
+// the size again from the blob's properties (its current version may differ from the event's), so a
+// maxUploadBytes out of step with the app setting costs a wasted call, never a wrong result.
+var routes = [
+  {
+    name: 'uploads-blob-created'
+    functionName: functionName
+    contentLengthOperator: 'NumberLessThanOrEquals'
+  }
+  {
+    name: 'uploads-oversized'
+    functionName: oversizedFunctionName
+    contentLengthOperator: 'NumberGreaterThan'
+  }
+]
+
+resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = [for route in routes: {
   parent: topic
-  name: 'uploads-blob-created'
+  name: route.name
   properties: {
     destination: {
       endpointType: 'WebHook'
       properties: {
         // The blobs_extension system key exists once the host has loaded a blob trigger with source EventGrid.
-        endpointUrl: 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${listKeys('${functionApp.id}/host/default', hostKeysApiVersion).systemKeys.blobs_extension}'
+        endpointUrl: 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${route.functionName}&code=${listKeys('${functionApp.id}/host/default', hostKeysApiVersion).systemKeys.blobs_extension}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
@@ -54,6 +78,13 @@ resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-0
         'Microsoft.Storage.BlobCreated'
       ]
       subjectBeginsWith: '/blobServices/default/containers/${uploadsContainerName}/blobs/'
+      advancedFilters: [
+        {
+          operatorType: route.contentLengthOperator
+          key: 'data.contentLength'
+          value: maxUploadBytes
+        }
+      ]
     }
     retryPolicy: {
       maxDeliveryAttempts: 30
@@ -72,7 +103,7 @@ resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-0
       }
     }
   }
-}
+}]
 
-@description('The name of the subscription.')
-output name string = blobCreated.name
+@description('The names of the subscriptions.')
+output names array = [for (route, index) in routes: subscriptions[index].name]

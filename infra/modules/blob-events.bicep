@@ -19,6 +19,10 @@ param functionAppName string
 @description('Optional. Python function name of the Event Grid blob trigger (functions/blob_trigger.py).')
 param functionName string = 'classify_uploaded_blob'
 
+@description('Optional. The API app\'s MAX_UPLOAD_BYTES: larger uploads go to the function that rejects them.')
+@minValue(1024)
+param maxUploadBytes int = 20971520
+
 @description('Optional. Container whose new blobs are classified.')
 param uploadsContainerName string = 'uploads'
 
@@ -57,6 +61,7 @@ module blobCreated 'blob-events-subscription.bicep' = if (subscribe) {
     systemTopicName: topic.name
     functionAppName: functionAppName
     functionName: functionName
+    maxUploadBytes: maxUploadBytes
     uploadsContainerName: uploadsContainerName
     deadLetterContainerName: deadLetterContainerName
     hostKeysApiVersion: hostKeysApiVersion

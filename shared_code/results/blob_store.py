@@ -19,6 +19,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import (
+    BlobClient,
     BlobSasPermissions,
     BlobServiceClient,
     LinearRetry,
@@ -34,6 +35,44 @@ _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _BLOB_NAMESPACE = uuid.UUID("6f1c2b9e-4d0a-4c55-9a57-2f8e0d3b7c11")
 # One user delegation key signs the grants of this long; a grant's SAS never outlives the key that signs it.
 DELEGATION_KEY_LIFETIME = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class UploadedVersion:
+    """One version of an uploaded blob as the trigger found it: its properties, and its bytes when within the limit."""
+
+    blob_name: str  # path inside the container: {user}/{file}
+    etag: str  # unquoted
+    size: int
+    last_modified: str | None
+    data: bytes | None  # None: larger than the limit, never downloaded
+
+
+def read_uploaded_version(client: BlobClient, max_bytes: int, *, download: bool = True) -> UploadedVersion | None:
+    """Properties first, then the bytes of that same version only when it has at most `max_bytes` (and `download`).
+
+    The trigger hands over a client, not content (SDK-type binding), so a 3 GB blob written with the upload grant
+    (Put Blob From URL included: a SAS cannot cap size) costs one HEAD here, never a download. None when the blob
+    is gone, or was replaced between the two calls (the newer version's own event follows).
+    """
+    try:
+        properties = client.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    except AzureError as exc:
+        raise TransientError("blob storage is temporarily unavailable") from exc
+    etag, size = str(properties.etag), int(properties.size)
+    modified = properties.last_modified.isoformat() if properties.last_modified else None
+    data: bytes | None = None
+    if download and size <= max_bytes:
+        try:
+            data = client.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+        except (ResourceNotFoundError, ResourceModifiedError):  # 412: replaced since the HEAD
+            return None
+        except AzureError as exc:
+            raise TransientError("blob storage is temporarily unavailable") from exc
+    return UploadedVersion(blob_name=client.blob_name, etag=etag.strip('"'), size=size, last_modified=modified,
+                           data=data)
 
 
 def request_retry_policy() -> LinearRetry:

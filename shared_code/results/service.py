@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from azure.storage.blob import BlobClient
+
 from shared_code import telemetry
 from shared_code.errors import (
     AccountErased,
@@ -21,6 +23,7 @@ from shared_code.errors import (
     Conflict,
     DecodeTooSlow,
     ImageRejected,
+    ImageTooLarge,
     NotFound,
     ServiceError,
 )
@@ -28,10 +31,12 @@ from shared_code.inference.model_repository import ModelProvider
 from shared_code.inference.pipeline import ImageClassification
 from shared_code.results.blob_store import (
     BlobStore,
+    UploadedVersion,
     UploadGrant,
     idempotent_result_id,
     new_result_id,
     parse_upload_blob_name,
+    read_uploaded_version,
     safe_user_id,
 )
 from shared_code.results.store import (
@@ -58,9 +63,16 @@ class BlobEvent:
     """One delivery of a blob-created event (the trigger may deliver the same blob several times)."""
 
     blob_name: str  # path inside the uploads container: {user}/{file}
-    data: bytes
+    data: bytes | None  # None: the blob is larger than the upload limit and was never read
     etag: str
     uploaded_at: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def of(cls, version: UploadedVersion) -> BlobEvent:
+        """The event for a version as the trigger read it."""
+        return cls(blob_name=version.blob_name, data=version.data, etag=version.etag,
+                   uploaded_at=version.last_modified, size=version.size)
 
 
 class ClassificationService:
@@ -69,8 +81,10 @@ class ClassificationService:
     def __init__(self, models: ModelProvider, results: ResultsStore, blobs: BlobStore, *, max_attempts: int = 5,
                  upload_minutes: int = 10, before_result_write: Callable[[ResultDocument], None] | None = None,
                  decode_timeout_s: float = 0.0, max_request_pixels: int = 0,
-                 erased_recently: Callable[[str], bool] | None = None, retry_backoff_s: float = 0.0) -> None:
+                 erased_recently: Callable[[str], bool] | None = None, retry_backoff_s: float = 0.0,
+                 max_upload_bytes: int = 20 * 1024 * 1024) -> None:
         self.models = models
+        self.max_upload_bytes = max_upload_bytes
         self.results = results
         self.blobs = blobs
         self.max_attempts = max_attempts
@@ -136,6 +150,30 @@ class ClassificationService:
         self._undo_if_erased(user_id, [grant.result_id])
         return grant
 
+    def process_uploaded_blob(self, client: BlobClient) -> ResultDocument | None:
+        """The classifying trigger's entry: size first, at most `max_upload_bytes` read, then `process_blob`.
+
+        None when the blob is gone or was replaced meanwhile (nothing to record: the newer version has its own
+        event), or when its result was deleted.
+        """
+        version = read_uploaded_version(client, self.max_upload_bytes)
+        if version is None:
+            logger.info("blob %s is gone or was replaced before it was read; nothing to do", client.blob_name)
+            return None
+        return self.process_blob(BlobEvent.of(version))
+
+    def process_oversized_blob(self, client: BlobClient) -> ResultDocument | None:
+        """The oversized-upload trigger's entry: `rejected` from the properties alone, never a download.
+
+        A blob that is within the limit by now was overwritten since its event; that version has its own event
+        (routed to the classifier), so nothing is recorded here.
+        """
+        version = read_uploaded_version(client, self.max_upload_bytes, download=False)
+        if version is None or version.size <= self.max_upload_bytes:
+            logger.info("blob %s is gone or no longer above the limit; nothing to do", client.blob_name)
+            return None
+        return self.process_blob(BlobEvent.of(version))
+
     def process_blob(self, event: BlobEvent) -> ResultDocument | None:
         """Exactly one result per blob version, however often and in whatever order events are delivered.
 
@@ -191,6 +229,8 @@ class ClassificationService:
         attempts = current.attempts
         with telemetry.invocation_span("process_blob", result_id=result_id, blob=event.blob_name):
             try:
+                if event.data is None:
+                    raise ImageTooLarge(f"the blob has {event.size} bytes; the limit is {self.max_upload_bytes}")
                 outcome: ImageClassification | ServiceError = self._within_decode_deadline(
                     self.models.current().classify_bytes(event.data))
             except ImageRejected as rejection:

@@ -17,7 +17,7 @@ import uvicorn
 from azure.storage.blob import BlobServiceClient
 
 from devstack.emulators import Azurite
-from devstack.event_grid import EventGridSource, Sequencer, SubscriptionOptions, storage_client
+from devstack.event_grid import ContentLengthFilter, EventGridSource, Sequencer, SubscriptionOptions, storage_client
 from devstack.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
@@ -214,3 +214,30 @@ def test_a_restarted_source_delivers_what_was_pending_and_publishes_nothing_twic
 
     endpoint = asyncio.run(scenario())
     assert [e["subject"].rsplit("/", 1)[-1] for _, e, _ in endpoint.notifications] == ["early.jpg", "late.jpg"]
+
+
+def test_a_content_length_filter_passes_only_the_sizes_of_its_subscription(azurite: Azurite) -> None:
+    """Two subscriptions split at 4 bytes, as Bicep splits uploads at maxUploadBytes: each event reaches one."""
+    container = fresh_container(azurite)
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
+
+    async def scenario() -> tuple[Endpoint, Endpoint, EventGridSource, EventGridSource]:
+        small, large = Endpoint(), Endpoint()
+        async with serving(small, free_port()) as small_hook, serving(large, free_port()) as large_hook:
+            within = EventGridSource(storage_client(azurite.connection_string),
+                                     options(container, small_hook, content_length=ContentLengthFilter("le", 4)))
+            above = EventGridSource(storage_client(azurite.connection_string),
+                                    options(container, large_hook, content_length=ContentLengthFilter.parse("gt:4")))
+            async with running(within), running(above):
+                for name, data in (("a", b"1234"), ("b", b"12345"), ("c", b""), ("d", b"x" * 100)):
+                    blobs.upload_blob(f"u/{name}", data)
+                await until(lambda: len(small.notifications) + len(large.notifications) >= 4, 20, "four events")
+                await asyncio.sleep(0.5)
+        return small, large, within, above
+
+    small, large, within, above = asyncio.run(scenario())
+    assert sorted(e["data"]["contentLength"] for _, e, _ in small.notifications) == [0, 4]
+    assert sorted(e["data"]["contentLength"] for _, e, _ in large.notifications) == [5, 100]
+    assert (within.stats.filtered, above.stats.filtered) == (2, 2)
+    with pytest.raises(ValueError, match="le:<bytes> or gt:<bytes>"):
+        ContentLengthFilter.parse("lt:4")

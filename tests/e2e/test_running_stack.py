@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -56,6 +57,19 @@ def token(user: str) -> str:
     return jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
 
 
+OVERSIZED_LIMIT = 1 << 20  # MAX_UPLOAD_BYTES of this stack
+
+
+def wait_while_pending(url: str, headers: dict[str, str], seconds: float = 20.0) -> dict[str, Any]:
+    """The result once it is no longer `pending` (or as it is when `seconds` have passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result: dict[str, Any] = httpx.get(url, headers=headers).json()
+        if result["status"] != "pending" or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
 def test_upload_and_classify_on_the_running_stack(tmp_path: Path) -> None:
     if shutil.which("node") is None:
         pytest.skip("Node.js is not installed: the stack's emulators need it")
@@ -65,7 +79,7 @@ def test_upload_and_classify_on_the_running_stack(tmp_path: Path) -> None:
     sample["Values"].update({
         "AzureWebJobsStorage": storage, "STORAGE_CONNECTION_STRING": storage,
         "COSMOS_ENDPOINT": f"https://127.0.0.1:{ports['cosmos']}", "AUTH_SIGNING_KEY": SIGNING_KEY,
-        "MODEL_PATH": str(make_tiny_model(tmp_path / "model")),
+        "MODEL_PATH": str(make_tiny_model(tmp_path / "model")), "MAX_UPLOAD_BYTES": str(OVERSIZED_LIMIT),
     })
     (tmp_path / "local.settings.sample.json").write_text(json.dumps(sample))
     started = stack(tmp_path, ports, "up", "--timeout", "120")
@@ -82,14 +96,23 @@ def test_upload_and_classify_on_the_running_stack(tmp_path: Path) -> None:
         put = httpx.put(grant["upload_url"], content=image_bytes("JPEG", color=(20, 230, 20)),
                         headers={"x-ms-blob-type": "BlockBlob"})
         assert put.status_code == 201
-        deadline, status = time.monotonic() + 20, "pending"
-        while time.monotonic() < deadline and status == "pending":
-            time.sleep(0.25)
-            result = httpx.get(f"{api}/results/{grant['id']}", headers=headers).json()
-            status = result["status"]
-        assert status == "done", result
+        result = wait_while_pending(f"{api}/results/{grant['id']}", headers)
+        assert result["status"] == "done", result
         assert result["predictions"][0]["label"] == "green"
         assert httpx.get(f"{api}/results/{grant['id']}",
                          headers={"Authorization": f"Bearer {token('mallory')}"}).status_code == 404
+
+        # A SAS cannot cap size: a blob over MAX_UPLOAD_BYTES is routed by its event's contentLength to the
+        # function that rejects it from its properties; the classifier never sees it, nothing stays pending.
+        big = httpx.post(f"{api}/uploads", headers=headers, json={"filename": "huge.jpg"}).json()
+        put = httpx.put(big["upload_url"], content=b"\xff" * (3 * OVERSIZED_LIMIT),
+                        headers={"x-ms-blob-type": "BlockBlob"})
+        assert put.status_code == 201
+        result = wait_while_pending(f"{api}/results/{big['id']}", headers)
+        assert result["status"] == "rejected" and result["error"]["code"] == "image_too_large", result
+        assert f"{3 * OVERSIZED_LIMIT} bytes" in result["error"]["message"]
+        log = (tmp_path / ".run" / "host.log").read_text(encoding="utf-8")
+        oversized = [line for line in log.splitlines() if big["blob_name"] in line and "Executing" in line]
+        assert oversized and all("Functions.reject_oversized_upload" in line for line in oversized), oversized
     finally:
         stop_and_check_nothing_is_left(tmp_path, ports)

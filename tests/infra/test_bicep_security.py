@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.event_grid import ContentLengthFilter
+from devstack.stack import DEFAULT_MAX_UPLOAD_BYTES, UPLOAD_ROUTES
+from shared_code.settings import Settings
 from tests.infra.bicep_model import (
     INFRA,
     MAIN_BICEP,
@@ -188,11 +191,35 @@ def test_blob_created_events_for_uploads_go_to_the_blob_extension_webhook() -> N
     assert event_filter["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
     assert event_filter["subjectBeginsWith"].startswith("/blobServices/default/containers/${uploadsContainerName}/")
     endpoint = subscription["properties"]["destination"]["properties"]["endpointUrl"]
-    assert "/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=" in text_of(endpoint)
-    function_name = parse(path)["parameters"]["functionName"]["default"]
+    assert "/runtime/webhooks/blobs?functionName=Host.Functions.${route.functionName}&code=" in text_of(endpoint)
     trigger_source = (REPO_ROOT / "functions" / "blob_trigger.py").read_text(encoding="utf-8")
-    assert f"def {function_name}(" in trigger_source, "the webhook names a function that does not exist"
-    assert "EVENT_GRID" in trigger_source
+    for name, _ in upload_routes().items():
+        assert f"def {name}(" in trigger_source, f"the webhook names {name}, a function that does not exist"
+    assert trigger_source.count("source=func.BlobSource.EVENT_GRID") == 2
+
+
+def upload_routes() -> dict[str, str]:
+    """Function name -> the operator of its subscription's data.contentLength filter (the value is maxUploadBytes)."""
+    document = parse(MODULES / "blob-events-subscription.bicep")
+    parameters = document["parameters"]
+    (subscription,) = resources(MODULES / "blob-events-subscription.bicep",
+                                "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
+    (advanced,) = subscription["properties"]["filter"]["advancedFilters"]
+    assert advanced["key"] == "data.contentLength" and advanced["value"] == "maxUploadBytes"
+    return {parameters[route["functionName"]]["default"]: route["contentLengthOperator"]
+            for route in document["variables"]["routes"]["value"]}
+
+
+def test_uploads_are_routed_by_size_as_the_local_host_routes_them() -> None:
+    """Within MAX_UPLOAD_BYTES to the classifier, above it to the rejecting function; same split in the devstack."""
+    routes = upload_routes()
+    assert routes == {"classify_uploaded_blob": "NumberLessThanOrEquals",
+                      "reject_oversized_upload": "NumberGreaterThan"}
+    local = {function: ContentLengthFilter.OPERATORS[operator] for function, operator in UPLOAD_ROUTES.items()}
+    assert local == routes
+    limit = parse(MODULES / "blob-events-subscription.bicep")["parameters"]["maxUploadBytes"]["default"]
+    assert limit == DEFAULT_MAX_UPLOAD_BYTES == Settings.model_fields["MAX_UPLOAD_BYTES"].default
+    assert parse(MODULES / "blob-events.bicep")["parameters"]["maxUploadBytes"]["default"] == limit
 
 
 def test_role_guids_carry_their_role_names() -> None:

@@ -75,7 +75,7 @@ def test_each_entry_script_indexes_only_its_own_triggers() -> None:
                             check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])["found"]
-    assert found["function_app"] == ["blobTrigger", "httpTrigger"]
+    assert found["function_app"] == ["blobTrigger", "blobTrigger", "httpTrigger"]
     assert found["monitor_app"] == ["timerTrigger"]
 
 

@@ -9,12 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import httpx
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 from fastapi.testclient import TestClient
 
+from devstack.sdk_bindings import blob_sdk_object
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.drift_timer import run_due_windows
@@ -104,14 +104,12 @@ def upload(api: TestClient, user: str, data: bytes, filename: str = "photo.jpg")
     return body
 
 
-def deliver(app_settings: dict[str, str], blob_name: str) -> func.blob.InputStream:
-    """What the Functions host hands the blob trigger: the blob's bytes, name and properties."""
-    client = blob_service(app_settings).get_blob_client("uploads", blob_name)
-    properties = client.get_blob_properties()
-    data = client.download_blob().readall()
-    return func.blob.InputStream(data=data, name=f"uploads/{blob_name}", length=len(data), uri=client.url,
-                                 blob_properties={"ETag": properties.etag,
-                                                  "LastModified": properties.last_modified.isoformat()})
+def deliver(app_settings: dict[str, str], blob_name: str) -> BlobClient:
+    """What the Functions host hands the blob trigger: the blob extension's client for the blob, built from the
+    `AzureWebJobsStorage` setting (SDK-type binding; the host reads no content)."""
+    assert app_settings["AzureWebJobsStorage"]
+    client: BlobClient = blob_sdk_object(connection="AzureWebJobsStorage", container="uploads", blob_name=blob_name)
+    return client
 
 
 def upload_and_classify(api: TestClient, app_settings: dict[str, str], user: str, data: bytes,

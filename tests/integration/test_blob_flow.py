@@ -12,7 +12,7 @@ from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from shared_code.errors import ModelUnavailable
 from shared_code.inference.model_repository import ModelProvider
-from shared_code.results.service import BlobEvent, ClassificationService
+from shared_code.results.service import ClassificationService
 from shared_code.results.store import ResultDocument
 from shared_code.settings import get_settings
 from tests.factories import image_bytes
@@ -56,12 +56,11 @@ def test_three_deliveries_and_a_crash_before_the_write_yield_one_done_result(
 
     crashing = ClassificationService(service.models, service.results, service.blobs, max_attempts=3,
                                      before_result_write=crash_once)
-    stream = deliver(app_settings, grant["blob_name"])
-    event = BlobEvent(blob_name=grant["blob_name"], data=stream.read(), etag=stream.blob_properties["ETag"])
+    client = deliver(app_settings, grant["blob_name"])
     with pytest.raises(RuntimeError):
-        crashing.process_blob(event)
+        crashing.process_uploaded_blob(client)
     for _ in range(3):
-        crashing.process_blob(event)
+        crashing.process_uploaded_blob(client)
     documents = list(service.results.container.query_items(
         "SELECT * FROM c WHERE c.userId = @u", parameters=[{"name": "@u", "value": "dave"}], partition_key="dave"))
     assert len(documents) == 1
@@ -92,13 +91,12 @@ def test_persistent_failure_ends_failed_and_visible(api: TestClient, app_setting
     model_store_down = ModelProvider(local_path=str(tmp_path / "missing.card.json"))
     broken = ClassificationService(model_store_down, service.results, service.blobs,
                                    max_attempts=get_settings().BLOB_MAX_ATTEMPTS)
-    stream = deliver(app_settings, grant["blob_name"])
-    event = BlobEvent(blob_name=grant["blob_name"], data=stream.read(), etag=stream.blob_properties["ETag"])
+    client = deliver(app_settings, grant["blob_name"])
     for _ in range(get_settings().BLOB_MAX_ATTEMPTS - 1):
         with pytest.raises(ModelUnavailable):
-            broken.process_blob(event)  # transient: raised so that the host redelivers
+            broken.process_uploaded_blob(client)  # transient: raised so that the host redelivers
         assert api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()["status"] == "pending"
-    final = broken.process_blob(event)  # last attempt: recorded as failed, not raised
+    final = broken.process_uploaded_blob(client)  # last attempt: recorded as failed, not raised
     assert final is not None and final.status == "failed"
     result = api.get(f"/api/results/{grant['id']}", headers=bearer("frank")).json()
     assert result["status"] == "failed" and "3 attempts" in result["error"]["message"]

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import azure.functions as func
 import pytest
+from azure.storage.blob import BlobClient
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from devstack.sdk_bindings import blob_sdk_object
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
@@ -281,13 +282,12 @@ def client(app_settings: dict[str, str]) -> Iterator[TestClient]:
         yield test_client
 
 
-def deliver(data: bytes, user: str, extension: str) -> func.blob.InputStream:
+def deliver(data: bytes, user: str, extension: str) -> BlobClient:
     """What the host hands the trigger for a stored blob (the trigger ignores events of blobs not stored)."""
     name = f"{user}/{uuid.uuid4().hex}{extension}"
-    stored = blob_service(dict(os.environ)).get_blob_client("uploads", name).upload_blob(data)
-    return func.blob.InputStream(data=data, name=f"uploads/{name}", length=len(data),
-                                 uri=f"http://127.0.0.1/uploads/{name}",
-                                 blob_properties={"ETag": str(stored["etag"]).strip('"')})
+    blob_service(dict(os.environ)).get_blob_client("uploads", name).upload_blob(data)
+    client: BlobClient = blob_sdk_object(connection="AzureWebJobsStorage", container="uploads", blob_name=name)
+    return client
 
 
 def test_the_hostile_corpus_is_refused_cleanly_over_http_and_in_the_blob_path(client: TestClient) -> None:
@@ -311,7 +311,7 @@ def test_the_hostile_corpus_is_refused_cleanly_over_http_and_in_the_blob_path(cl
             started = time.perf_counter()
             classify_uploaded_blob(stream)
             blob_s = time.perf_counter() - started
-            stored = service.results.get(user, Path(stream.name or "").stem)
+            stored = service.results.get(user, Path(stream.blob_name).stem)
             expected = "done" if item.status == 200 else "rejected"
             if stored.status != expected:
                 failures.append(f"{item.name}: blob result {stored.status} != {expected} ({stored.error})")

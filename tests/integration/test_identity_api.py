@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import azure.functions as func
 import httpx
 import pytest
 from azure.cosmos import PartitionKey
@@ -19,7 +18,7 @@ from functions.http_api import create_api
 from shared_code.cosmos import cosmos_client
 from shared_code.errors import RateLimited
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import bearer, blob_service, restore_environment
+from tests.integration.app_fixtures import bearer, blob_service, deliver, restore_environment
 
 pytestmark = pytest.mark.integration
 
@@ -195,11 +194,7 @@ def test_slow_decodes_are_rejected_over_http_and_in_the_blob_path(
         assert response.status_code == 422 and response.json()["error"]["code"] == "decode_timeout"
         grant = client.post("/api/uploads", json={"filename": "slow.png"}, headers=headers).json()
         assert httpx.put(grant["upload_url"], content=RED, headers={"x-ms-blob-type": "BlockBlob"}).status_code == 201
-        blob = blob_service(app_settings).get_blob_client("uploads", grant["blob_name"])
-        data = blob.download_blob().readall()
-        classify_uploaded_blob(func.blob.InputStream(
-            data=data, name=f"uploads/{grant['blob_name']}", length=len(data), uri=blob.url,
-            blob_properties={"ETag": blob.get_blob_properties().etag}))
+        classify_uploaded_blob(deliver(app_settings, grant["blob_name"]))
         result = client.get(f"/api/results/{grant['id']}", headers=headers).json()
         assert result["status"] == "rejected" and result["error"]["code"] == "decode_timeout"
 

@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import azure.functions as func
 import httpx
 import pytest
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 from fastapi.testclient import TestClient
 
 from devstack.emulators import Azurite, start_azurite
 from devstack.entra_issuer import EntraIssuer
 from devstack.managed_identity import ManagedIdentityEndpoint
+from devstack.sdk_bindings import blob_sdk_object
 from functions import dependencies
 from functions.blob_trigger import classify_uploaded_blob
 from functions.http_api import create_api
@@ -89,6 +89,9 @@ def stack(oauth_azurite: Azurite, cosmos: Any, tmp_path_factory: pytest.TempPath
             **identity.environment(),  # IDENTITY_ENDPOINT, IDENTITY_HEADER (the platform), AZURE_CLIENT_ID (Bicep)
             **issuer.app_settings(),  # AUTH_MODE=entra, AUTH_ISSUER, AUTH_AUDIENCE as Bicep; AUTH_JWKS_URL local
             "REQUESTS_CA_BUNDLE": str(oauth_azurite.ca_file),
+            # The host connection as infra/modules/function-app.bicep sets it: the blob trigger's client uses it.
+            "AzureWebJobsStorage__credential": "managedidentity", "AzureWebJobsStorage__clientId": identity.client_id,
+            "AzureWebJobsStorage__blobServiceUri": oauth_azurite.blob_endpoint,
             "STORAGE_ACCOUNT_URL": oauth_azurite.blob_endpoint, "STORAGE_CONNECTION_STRING": "",
             "COSMOS_ENDPOINT": cosmos.endpoint, "COSMOS_KEY": cosmos.key, "COSMOS_VERIFY_TLS": "false",
             "COSMOS_DATABASE": "imgclass-mi", "COSMOS_RESULTS_CONTAINER": "results",
@@ -98,7 +101,8 @@ def stack(oauth_azurite: Azurite, cosmos: Any, tmp_path_factory: pytest.TempPath
         }
         for name, value in values.items():
             env.setenv(name, value)
-        for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT"):
+        for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT",
+                     "AzureWebJobsStorage"):  # Bicep sets no connection string: the __* settings apply
             env.delenv(name, raising=False)  # only the managed identity may answer
         ensure_container(cosmos_client(cosmos.endpoint, cosmos.key, verify_tls=False), "imgclass-mi", "results")
         built = IdentityStack(oauth_azurite, identity, values)
@@ -119,14 +123,12 @@ def api(stack: IdentityStack) -> Iterator[TestClient]:
     dependencies.reset()
 
 
-def deliver(stack: IdentityStack, blob_name: str) -> func.blob.InputStream:
-    """What the host hands the trigger, read the way the host reads it in Azure: with the managed identity."""
-    client = stack.blob_service().get_blob_client("uploads", blob_name)
-    properties = client.get_blob_properties()
-    data = client.download_blob().readall()
-    return func.blob.InputStream(data=data, name=f"uploads/{blob_name}", length=len(data), uri=client.url,
-                                 blob_properties={"ETag": properties.etag,
-                                                  "LastModified": properties.last_modified.isoformat()})
+def deliver(stack: IdentityStack, blob_name: str) -> BlobClient:
+    """What the host hands the trigger in Azure: the blob extension's client, built from the identity-based
+    `AzureWebJobsStorage__*` settings of Bicep (user-assigned managed identity, no key)."""
+    assert os.environ["AzureWebJobsStorage__credential"] == "managedidentity"  # noqa: SIM112 - the Bicep name
+    client: BlobClient = blob_sdk_object(connection="AzureWebJobsStorage", container="uploads", blob_name=blob_name)
+    return client
 
 
 def test_azure_identity_gets_tokens_from_the_app_service_endpoint(stack: IdentityStack) -> None:

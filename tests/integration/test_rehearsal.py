@@ -54,7 +54,7 @@ def test_rehearsal_settings_are_the_bicep_settings_with_only_the_listed_substitu
 def test_the_local_event_grid_takes_the_bicep_subscription() -> None:
     subscription = subscription_defaults()
     assert subscription == {"functionName": "classify_uploaded_blob", "uploadsContainerName": "uploads",
-                            "maxDeliveryAttempts": 30}
+                            "maxDeliveryAttempts": 30, "maxUploadBytes": 20971520}
 
 
 def package_trees(out: Path) -> Path:

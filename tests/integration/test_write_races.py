@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from functions import dependencies
 from shared_code.errors import AccountErased
+from shared_code.results.blob_store import read_uploaded_version
 from shared_code.results.service import BlobEvent, ClassificationService, UploadedFile
 from shared_code.results.store import ResultDocument, ResultsStore
 from shared_code.settings import Settings, get_settings
@@ -49,9 +50,10 @@ class ReadThenYield(ResultsStore):
 
 
 def event_of(app_settings: dict[str, str], blob_name: str) -> BlobEvent:
-    stream = deliver(app_settings, blob_name)
-    return BlobEvent(blob_name=blob_name, data=stream.read(), etag=str(stream.blob_properties["ETag"]).strip('"'),
-                     uploaded_at=stream.blob_properties["LastModified"])
+    """The event of the blob's current version as the trigger reads it (its bytes held, as a slow worker would)."""
+    version = read_uploaded_version(deliver(app_settings, blob_name), int(app_settings["MAX_UPLOAD_BYTES"]))
+    assert version is not None
+    return BlobEvent.of(version)
 
 
 def user_documents(service: ClassificationService, user: str) -> list[dict[str, Any]]:
