@@ -17,6 +17,7 @@ from shared_code.composition import Components
 from shared_code.errors import NotFound
 from shared_code.identity.auth import Principal
 from shared_code.inference.model_card import CARD_SUFFIX, ModelCard
+from shared_code.inference.model_repository import read_pointer
 from shared_code.monitoring.window import last_complete_window, parse_window
 from shared_code.results.service import ClassificationService
 from shared_code.retraining.approval import (
@@ -26,7 +27,6 @@ from shared_code.retraining.approval import (
     approve,
     gates_of,
     read_json,
-    read_pointer,
     version_state,
 )
 from shared_code.retraining.submission import (

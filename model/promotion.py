@@ -57,7 +57,6 @@ WEIGHTS_FILE = "weights.pt"
 EVALUATION_FILE = "evaluation.json"
 LATEST_POINTER = "latest.json"  # same name as shared_code.inference.model_repository.LATEST_POINTER
 CHECKPOINT_FORMAT = "imgclass.finetune-checkpoint/1"
-POINTER_ATTEMPTS = 10
 DENSE_CONFUSION_MAX_CLASSES = 100
 BATCH = 16
 
@@ -313,38 +312,15 @@ class Publisher:
     def promote(self, name: str, version: str, sha256: str) -> str | None:
         """Move `latest.json` to the version (automatic promotion); None when moved, else why not.
 
-        A conditional write: read the pointer and its ETag, refuse when it already names this or a newer
-        version (two runs finishing out of order must not put the older one back), write If-Match that ETag
-        (or create-only when there is no pointer yet), and start over when another writer got in between.
-        The models API's approval route applies the same rule (shared_code.retraining.approval).
+        The one conditional, forward-only pointer write (`advance_pointer`, which the approval route uses too):
+        two runs finishing out of order never put the older version back.
         """
-        from azure.core import MatchConditions  # noqa: PLC0415 - only when publishing
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError  # noqa: PLC0415
+        from shared_code.inference.model_repository import advance_pointer  # noqa: PLC0415 - only when publishing
 
-        from shared_code.inference.model_repository import version_key  # noqa: PLC0415
-
-        blob = self.repository.container.get_blob_client(f"{name}/{LATEST_POINTER}")
-        for _ in range(POINTER_ATTEMPTS):
-            try:
-                download = blob.download_blob()
-                current: str | None = str(json.loads(download.readall())["version"])
-                etag = download.properties.etag
-            except ResourceNotFoundError:
-                current, etag = None, None
-            if current is not None and version_key(current) >= version_key(version):
-                return f"version {current} is already promoted and not older than {version}"
-            pointer = json.dumps({"version": version, "sha256": sha256, "approved_by": "automatic",
-                                  "approved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  "previous": current})
-            try:
-                if etag is None:
-                    blob.upload_blob(pointer, overwrite=False)
-                else:
-                    blob.upload_blob(pointer, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another promotion moved the pointer since it was read: look again
-            return None
-        raise RuntimeError(f"the pointer of {name} kept changing; {version} not promoted")
+        moved, current = advance_pointer(self.repository.container, name, version, {
+            "sha256": sha256, "approved_by": "automatic",
+            "approved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return None if moved else f"version {current} is already promoted and not older than {version}"
 
     def close(self) -> None:
         """Drop the downloaded copy of the promoted version."""

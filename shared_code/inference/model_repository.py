@@ -14,10 +14,14 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared_code.errors import ModelUnavailable
 from shared_code.inference.classifier import evict_classifier, load_classifier
@@ -29,6 +33,69 @@ logger = logging.getLogger(__name__)
 LATEST_POINTER = "latest.json"
 TRAINING_ONLY_SUFFIXES = (".pt", ".pth")
 RETRY_FIRST_S = 2.0  # first back-off after a failed refresh while a model is served
+POINTER_ATTEMPTS = 10  # conditional pointer writes losing to another writer before giving up
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """`{name}/latest.json` as read: its body (None when there is none) and the ETag to write against."""
+
+    body: dict[str, Any] | None
+    etag: str | None
+
+    @property
+    def version(self) -> str | None:
+        return str(self.body["version"]) if self.body and "version" in self.body else None
+
+
+def read_pointer(container: ContainerClient, name: str) -> Pointer:
+    try:
+        download = container.download_blob(f"{name}/{LATEST_POINTER}")
+        data = download.readall()
+    except ResourceNotFoundError:
+        return Pointer(None, None)
+    try:
+        body = json.loads(data)
+    except ValueError:  # unreadable: names no version, and a promotion may replace it (against this ETag)
+        body = None
+    return Pointer(body if isinstance(body, dict) else None, download.properties.etag)
+
+
+def write_pointer(container: ContainerClient, name: str, body: Mapping[str, Any], *, expected: Pointer) -> bool:
+    """Write the pointer only if it is still what `expected` read; False when somebody changed it since."""
+    blob = container.get_blob_client(f"{name}/{LATEST_POINTER}")
+    data = json.dumps(dict(body))
+    settings = ContentSettings(content_type="application/json")
+    try:
+        if expected.etag is None:
+            blob.upload_blob(data, overwrite=False, content_settings=settings)  # create-only: 409 if it appeared
+        else:
+            blob.upload_blob(data, overwrite=True, content_settings=settings, etag=expected.etag,
+                             match_condition=MatchConditions.IfNotModified)
+    except (ResourceExistsError, ResourceModifiedError):
+        return False
+    return True
+
+
+def advance_pointer(container: ContainerClient, name: str, version: str, fields: Mapping[str, Any]
+                    ) -> tuple[bool, str | None]:
+    """Move `latest.json` forward to `version` (never back), conditionally; the one promotion write.
+
+    Reads the pointer and its ETag, refuses when it already names this or a newer version, writes
+    `{"version", **fields, "previous"}` If-Match that ETag (create-only when there is none) and reads again when
+    another writer got in between: two promotions racing leave the newer version current. Returns (True, the
+    previous version) when it moved, (False, the current version) when refused; ModelUnavailable when the
+    pointer kept changing.
+    """
+    for _ in range(POINTER_ATTEMPTS):
+        pointer = read_pointer(container, name)
+        current = pointer.version
+        if current is not None and version_key(current) >= version_key(version):
+            return False, current
+        if write_pointer(container, name, {"version": version, **fields, "previous": current}, expected=pointer):
+            return True, current
+        logger.info("the pointer of %s changed while moving it to %s; reading it again", name, version)
+    raise ModelUnavailable(f"the pointer of {name} kept changing; {version} was not promoted (try again)")
 
 
 class BlobModelRepository:
@@ -122,8 +189,7 @@ class BlobModelRepository:
                 with path.open("rb") as handle:
                     self.container.upload_blob(f"{name}/{version}/{path.name}", handle, overwrite=True)
         if promote:
-            pointer = json.dumps({"version": version, "sha256": card.sha256})
-            self.container.upload_blob(f"{name}/{LATEST_POINTER}", pointer, overwrite=True)
+            advance_pointer(self.container, name, version, {"sha256": card.sha256})
         logger.info("published model %s:%s (promoted=%s) from %s", name, version, promote, onnx_path.name)
 
 

@@ -25,21 +25,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContentSettings
 
 from shared_code import telemetry
-from shared_code.errors import Conflict, NotFound
+from shared_code.errors import Conflict, ModelUnavailable, NotFound
 from shared_code.inference.model_card import CARD_SUFFIX, ModelCard
-from shared_code.inference.model_repository import LATEST_POINTER, BlobModelRepository, version_key
+from shared_code.inference.model_repository import (
+    BlobModelRepository,
+    advance_pointer,
+    version_key,
+)
 from shared_code.retraining.spec import utc_iso
 
 logger = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
 APPROVAL_FILE = "approval.json"
-POINTER_ATTEMPTS = 10
 # current: latest.json names it; candidate: passed its gates, newer than current, awaiting approval;
 # not_promotable: failed a gate; superseded: passed, but a newer version is current; unevaluated: no gate results
 VersionState = Literal["current", "candidate", "not_promotable", "superseded", "unevaluated"]
@@ -92,48 +94,6 @@ def read_json(repository: BlobModelRepository, name: str, version: str, file: st
     return value if isinstance(value, dict) else None
 
 
-# --- the pointer --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pointer:
-    """`{name}/latest.json` as read: its body (None when there is none) and the ETag to write against."""
-
-    body: dict[str, Any] | None
-    etag: str | None
-
-    @property
-    def version(self) -> str | None:
-        return str(self.body["version"]) if self.body and "version" in self.body else None
-
-
-def read_pointer(container: ContainerClient, name: str) -> Pointer:
-    try:
-        download = container.download_blob(f"{name}/{LATEST_POINTER}")
-        data = download.readall()
-    except ResourceNotFoundError:
-        return Pointer(None, None)
-    try:
-        body = json.loads(data)
-    except ValueError:  # unreadable: names no version, and an approval may replace it (against this ETag)
-        body = None
-    return Pointer(body if isinstance(body, dict) else None, download.properties.etag)
-
-
-def write_pointer(container: ContainerClient, name: str, body: Mapping[str, Any], *, expected: Pointer) -> bool:
-    """Write the pointer only if it is still what `expected` read; False when somebody changed it since."""
-    blob = container.get_blob_client(f"{name}/{LATEST_POINTER}")
-    data = json.dumps(dict(body))
-    settings = ContentSettings(content_type="application/json")
-    try:
-        if expected.etag is None:
-            blob.upload_blob(data, overwrite=False, content_settings=settings)  # create-only: 409 if it appeared
-        else:
-            blob.upload_blob(data, overwrite=True, content_settings=settings, etag=expected.etag,
-                             match_condition=MatchConditions.IfNotModified)
-    except (ResourceExistsError, ResourceModifiedError):
-        return False
-    return True
-
-
 # --- approving ----------------------------------------------------------------------------------------
 def approve(repository: BlobModelRepository, name: str, version: str, *, approved_by: str,
             now: datetime | None = None) -> dict[str, Any]:
@@ -165,20 +125,16 @@ def approve(repository: BlobModelRepository, name: str, version: str, *, approve
         raise Conflict(f"{name}:{version}'s evaluation is of {evaluated!r}, not of its card {card.model_id}")
 
     approved_at = utc_iso(now or datetime.now(UTC))
-    for _ in range(POINTER_ATTEMPTS):
-        pointer = read_pointer(repository.container, name)
-        current = pointer.version
-        if current == version:
-            raise Conflict(f"{name}:{version} is already the promoted version")
-        if current is not None and version_key(current) > version_key(version):
-            raise Conflict(f"{name}:{current} is promoted and newer than {version}; going back is not an approval")
-        record = {"version": version, "sha256": card.sha256, "approved_by": approved_by, "approved_at": approved_at,
-                  "previous": current}
-        if write_pointer(repository.container, name, record, expected=pointer):
-            break
-        logger.info("the pointer of %s changed while approving %s; reading it again", name, version)
-    else:
-        raise Conflict(f"the pointer of {name} kept changing; {version} was not promoted (try again)")
+    fields = {"sha256": card.sha256, "approved_by": approved_by, "approved_at": approved_at}
+    try:
+        moved, current = advance_pointer(repository.container, name, version, fields)
+    except ModelUnavailable as exc:
+        raise Conflict(str(exc)) from exc
+    if not moved and current == version:
+        raise Conflict(f"{name}:{version} is already the promoted version")
+    if not moved:
+        raise Conflict(f"{name}:{current} is promoted and newer than {version}; going back is not an approval")
+    record = {"version": version, **fields, "previous": current}
     # after the pointer (which already names the approver): a lost write here loses only the per-version copy
     repository.container.upload_blob(f"{name}/{version}/{APPROVAL_FILE}", json.dumps({"name": name, **record}),
                                      overwrite=True, content_settings=ContentSettings(content_type="application/json"))

@@ -18,8 +18,8 @@ from functions.http_api import create_api
 from model.gates import decide, guard_gate, split_gate
 from shared_code.errors import Conflict
 from shared_code.inference.model_card import load_card
-from shared_code.inference.model_repository import BlobModelRepository
-from shared_code.retraining.approval import APPROVAL_FILE, approve, read_pointer, write_pointer
+from shared_code.inference.model_repository import BlobModelRepository, read_pointer, write_pointer
+from shared_code.retraining.approval import APPROVAL_FILE, approve
 from tests.factories import make_tiny_model
 from tests.integration.app_fixtures import bearer, blob_service
 

@@ -350,8 +350,8 @@ def test_a_guarded_candidate_waits_for_approval_and_automatic_never_goes_back(wo
 
     from devstack.emulators import AZURITE_JS, NodeMissing, start_azurite  # noqa: PLC0415
     from model.promotion import Publisher  # noqa: PLC0415
-    from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
-    from shared_code.retraining.approval import approve, read_pointer  # noqa: PLC0415
+    from shared_code.inference.model_repository import BlobModelRepository, read_pointer  # noqa: PLC0415
+    from shared_code.retraining.approval import approve  # noqa: PLC0415
 
     if not AZURITE_JS.exists():
         pytest.skip("Azurite is not installed (make node-modules)")
