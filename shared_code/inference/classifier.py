@@ -105,7 +105,10 @@ class Classifier:
         with self._pending_lock:
             pending, self._pending = self._pending, None
         if pending is not None:
-            threading.Thread(target=self._switch_to, args=pending, name="backend-compile", daemon=True).start()
+            # Not a daemon: interpreter exit waits for the compile (about a second). A daemon thread frozen inside
+            # OpenVINO's C++ compile when the runtime tears down aborts the process ("terminate called without an
+            # active exception", SIGABRT) instead of exiting.
+            threading.Thread(target=self._switch_to, args=pending, name="backend-compile", daemon=False).start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait for the chosen backend (benchmarks and tests measure the engine that will serve)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -23,6 +26,8 @@ pytestmark = pytest.mark.unit
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
 AMX = frozenset({"avx2", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16"})
 AVX2 = frozenset({"avx2", "fma"})
+ROOT = Path(__file__).resolve().parents[3]
+ROOT_ARTIFACTS = ROOT / "model" / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +156,31 @@ def test_auto_quick_start_serves_on_onnxruntime_until_openvino_is_compiled(
     assert second.backend == "openvino-fp32"
     assert second.predictions[0].label == first.predictions[0].label == "red"
     assert second.predictions[0].score == pytest.approx(first.predictions[0].score, abs=1e-4)
+
+
+INT8_CARDS = [ROOT_ARTIFACTS / "resnet50" / "1-int8" / "model.card.json",
+              ROOT_ARTIFACTS / "efficientnet_lite0" / "1-int8" / "model.card.json"]
+EXIT_WHILE_COMPILING = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from shared_code.inference.classifier import load_classifier
+classifier = load_classifier(Path(sys.argv[1]), backend="auto")
+assert classifier._pending is not None, classifier.choice  # the quick start: OpenVINO compiles after this run
+classifier.run_crops(np.zeros((1, *classifier.card.input_size, 3), np.uint8))
+time.sleep(float(sys.argv[2]))  # then leave while the compile runs
+"""
+
+
+@needs_openvino
+def test_a_worker_leaving_while_openvino_compiles_exits_cleanly() -> None:
+    """The background compile was a daemon thread: exiting mid-compile aborted the process (SIGABRT, -6)."""
+    card = next((path for path in INT8_CARDS if path.exists()), None)
+    if card is None:
+        pytest.skip("no int8 model in model/artifacts (make bench quantizes them)")
+    if not {"avx512_vnni", "amx_int8", "avx_vnni"} & backends.cpu_flags():
+        pytest.skip("auto picks OpenVINO only on CPUs with int8 dot products")
+    codes = [subprocess.run([sys.executable, "-c", EXIT_WHILE_COMPILING, str(card), str(delay)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=120, check=False).returncode for delay in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    assert codes == [0] * 5
