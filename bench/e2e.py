@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one timed block")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the served model")
     parser.add_argument("--fp32-rounds", type=int, default=2)
-    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--cold-runs", type=int, default=5, help="host spawns per package (the median is reported)")
     parser.add_argument("--blob-n", type=int, default=100)
     parser.add_argument("--blob-poll-seconds", type=float, default=1.0, help="the host's blob polling interval")
     parser.add_argument("--no-baseline", action="store_true")
