@@ -94,6 +94,39 @@ def peak_rss_mb(pid: int) -> dict[str, float]:
 
 
 # --- the stack ------------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (/proc/<pid>/stat); 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores used by each process of the benchmark during measured blocks: where the machine's CPU went."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.cpu: dict[str, float] = {name: 0.0 for name in [*pids, "bench_process"]}
+        self.wall = 0.0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        own, started = time.process_time(), time.perf_counter()
+        yield
+        self.wall += time.perf_counter() - started
+        self.cpu["bench_process"] += time.process_time() - own
+        for name, pid in self.pids.items():
+            self.cpu[name] += cpu_seconds(pid) - before[name]
+
+    def cores(self) -> dict[str, float]:
+        """Mean cores busy per process over the measured blocks (the machine has `os.cpu_count()`)."""
+        return {name: round(seconds / self.wall, 3) for name, seconds in self.cpu.items()} if self.wall else {}
+
+
 @dataclass
 class Stack:
     """Emulators on free ports and the settings a host needs to use them."""
@@ -344,6 +377,7 @@ class Extras:
     peer: HttpTarget | None = None
     raw_work: Any = None  # raw batch-1 inference of the served backend (in-process)
     big_bodies: Sequence[bytes] = ()  # 12 MP JPEGs: our HTTP and pipeline at concurrency 1
+    cpu_c4: CpuMeter | None = None  # where the CPU goes during our HTTP blocks at concurrency 4
 
 
 def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: HttpTarget,
@@ -371,7 +405,8 @@ def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: Http
                 series["pipeline"][key].add(call_block(pipeline_work, bodies, seconds, offset))
                 if extras.raw_work is not None:
                     series["raw"][key].add(call_block(extras.raw_work, bodies, seconds, offset))
-            series["http"][key].add(http_block(http, bodies, concurrency, seconds, offset))
+            with extras.cpu_c4.measure() if extras.cpu_c4 and concurrency == 4 else contextlib.nullcontext():
+                series["http"][key].add(http_block(http, bodies, concurrency, seconds, offset))
             for name, target in remote.items():
                 series[name][key].add(http_block(target, bodies, concurrency, seconds, offset))
             offset += 37
@@ -418,9 +453,14 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
                 warm_up(remote, bodies, 4)
         print(f"{model}: {rounds} interleaved rounds of {args.seconds:g} s blocks on {classifier.backend_label}",
               flush=True)
+        extras.cpu_c4 = CpuMeter({"host": host.process.pid,
+                                  **{process.name: process.pid for process in stack.processes}})
         series = interleaved(bodies, args.seconds, rounds, target, lambda b: pipeline.classify_bytes(b, 5), baseline,
                              extras)
         figures = summarise(series)
+        # Cores busy per process while our HTTP ran at c=4 (the load generator is in bench_process): in Azure the
+        # Cosmos and Storage emulators and the client run elsewhere; here they share the host's cores.
+        figures["http_c4_cores_by_process"] = extras.cpu_c4.cores()
         figures["backend"] = classifier.backend_label
         figures["host_backend"] = figures_backend
         figures["http_over_pipeline_rounds"] = paired_ratios(series["pipeline"]["c1"], series["http"]["c1"])

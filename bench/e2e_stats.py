@@ -144,6 +144,7 @@ def comparisons(served: Mapping[str, Any], peer: Mapping[str, Any] | None) -> di
         "pipeline_12mp_img_s": big_pipeline,
         "http_12mp_over_pipeline": big_pipeline / big_http if big_http and big_pipeline else None,
         "backend": served.get("backend"),
+        "http_c4_cores_by_process": served.get("http_c4_cores_by_process"),
     }
 
 
