@@ -55,6 +55,10 @@ def read_uploaded_version(client: BlobClient, max_bytes: int, *, download: bool 
     (Put Blob From URL included: a SAS cannot cap size) costs one HEAD here, never a download. None when the blob
     is gone, or was replaced between the two calls (the newer version's own event follows).
     """
+    # The binding's client carries the SDK's default retry (15 s initial back-off, base 3): one 503 would hold
+    # the invocation for a minute. Same blob and credential, the short retries every request path here uses;
+    # the trigger's own redelivery (with back-off) covers longer outages.
+    client = BlobClient.from_blob_url(client.url, credential=client.credential, retry_policy=request_retry_policy())
     try:
         properties = client.get_blob_properties()
     except ResourceNotFoundError:

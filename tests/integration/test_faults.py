@@ -8,6 +8,8 @@ and out-of-order blob events leave one result for the newest content.
 from __future__ import annotations
 
 import contextlib
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,11 @@ from devstack.faults import (
 from functions import dependencies
 from shared_code.cosmos import cosmos_client, ensure_container
 from shared_code.errors import TransientError
-from shared_code.results.blob_store import BlobStore
+from shared_code.results.blob_store import BlobStore, read_uploaded_version
 from shared_code.results.service import BlobEvent
 from shared_code.results.store import ResultDocument, ResultsStore
 from tests.factories import image_bytes
-from tests.integration.app_fixtures import bearer, blob_service
+from tests.integration.app_fixtures import bearer, blob_service, deliver
 from tools.fault_test import FaultTestConfig, passed, run
 
 pytestmark = pytest.mark.integration
@@ -234,3 +236,19 @@ def test_the_fault_run_passes_in_entra_mode_under_event_grid_delivery(tmp_path: 
     # every kept upload's event arrived (an erased user's blob may be gone before its event is published)
     assert summary["event_grid"]["delivered"] >= summary["uploads"] - summary["erased_uploads"]
     assert summary["event_grid"]["dead_lettered"] == 0
+
+
+def test_a_storage_outage_fails_the_blob_read_in_seconds_not_a_minute(
+        injector_for: Any, azurite: Any, app_settings: dict[str, str]) -> None:
+    """The binding's client retries on the SDK default (15 s, then 18 s, 24 s...): one 503 held the invocation for
+    a minute. The read uses the short request retries; the trigger's redelivery handles longer outages."""
+    name = f"slow-storage/{uuid.uuid4().hex}.jpg"
+    blob_service(app_settings).get_blob_client("uploads", name).upload_blob(GREEN)
+    client = deliver(app_settings, name)
+    injector = injector_for(FaultSpec(storage=1.0, after=0.0),
+                            endpoints_from_env({"AzureWebJobsStorage": azurite.connection_string}))
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        read_uploaded_version(client, 1 << 20)
+    assert time.monotonic() - started < 15.0
+    assert injector.counts  # the faults were really met
