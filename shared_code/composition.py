@@ -185,8 +185,9 @@ class Components:
     @property
     def erasures(self) -> ErasureLog:
         """Account erasure markers (in the keys container), checked after every write that creates."""
-        return self._once("erasures", lambda: ErasureLog(self._keys_container,
-                                                         hold_s=self.settings.ERASURE_HOLD_SECONDS))
+        return self._once("erasures", lambda: ErasureLog(
+            self._keys_container, hold_s=self.settings.ERASURE_HOLD_SECONDS,
+            clean_trust_s=self.settings.ERASURE_CLEAN_TRUST_SECONDS))
 
     @property
     def keys(self) -> KeyStore:

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
                                         "failure is redelivered (doubles per attempt, capped at 8 s); 0 = none.")
     ERASURE_HOLD_SECONDS: int = Field(default=600, ge=60, description="How long an account erasure marker undoes "
                                       "writes in flight from before it (longer than functionTimeout).")
+    ERASURE_CLEAN_TRUST_SECONDS: float = Field(
+        default=1.0, ge=0.0, le=30.0, description="How long an instance trusts a read that found no erasure "
+        "marker (one marker read per user per this long, not per write); DELETE /api/me sweeps again after it.")
     RATE_LIMIT_PER_MINUTE: int = Field(default=300, ge=0, description="Requests per user per instance; 0 = off.")
     RATE_LIMIT_BURST: int = Field(default=60, ge=1, description="Requests a user may make at once before throttling.")
     RATE_LIMIT_IMAGES_PER_MINUTE: int = Field(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,13 +34,19 @@ class DeletionReport:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def __add__(self, other: DeletionReport) -> DeletionReport:
+        return DeletionReport(blobs=self.blobs + other.blobs, results=self.results + other.results,
+                              keys=self.keys + other.keys, feedback=self.feedback + other.feedback)
+
 
 class AccountService:
     """Export and erase one user's data; every store is addressed by the user's partition or prefix."""
 
     def __init__(self, results: ResultsStore, blobs: BlobStore, keys: KeyStore,
-                 feedback: ContainerProxy | None = None, erasures: ErasureLog | None = None) -> None:
+                 feedback: ContainerProxy | None = None, erasures: ErasureLog | None = None, *,
+                 between_sweeps: Callable[[], None] | None = None) -> None:
         self.erasures = erasures
+        self._between_sweeps = between_sweeps  # tests: what happens while the first sweep's trust window runs
         self.results = results
         self.blobs = blobs
         self.keys = keys
@@ -63,10 +71,25 @@ class AccountService:
         The erasure marker is written before anything is deleted: a write in flight from before sees it
         after its own write and undoes that write (identity.erasure), and blob events that arrive later
         find no result and delete their blob instead of recreating one (ClassificationService.process_blob).
+        A writer may trust a clean marker read for `clean_trust_s`, so everything is swept again once that
+        long has passed since the marker (the second sweep finds what such a writer created meanwhile).
         """
         user_id = safe_user_id(user_id)
+        marked = time.monotonic()
         if self.erasures is not None:
             self.erasures.mark(user_id)
+            marked = time.monotonic()
+        report = self._sweep(user_id)
+        if self.erasures is not None and self.erasures.clean_trust_s > 0:
+            if self._between_sweeps is not None:
+                self._between_sweeps()
+            time.sleep(max(0.0, marked + self.erasures.clean_trust_s - time.monotonic()))
+            report = report + self._sweep(user_id)
+        logger.info("deleted account data: %d blobs, %d results, %d keys, %d feedback",
+                    report.blobs, report.results, report.keys, report.feedback)
+        return report
+
+    def _sweep(self, user_id: str) -> DeletionReport:
         keys = self.keys.delete_all(user_id)
         blobs = self.blobs.delete_prefix(self.blobs.uploads_container, f"{user_id}/")
         results = 0
@@ -74,10 +97,7 @@ class AccountService:
             with contextlib.suppress(NotFound):  # deleted concurrently: the outcome asked for
                 self.results.delete(user_id, document.id)
                 results += 1
-        feedback = self._delete_feedback(user_id)
-        logger.info("deleted account data: %d blobs, %d results, %d keys, %d feedback",
-                    blobs, results, keys, feedback)
-        return DeletionReport(blobs=blobs, results=results, keys=keys, feedback=feedback)
+        return DeletionReport(blobs=blobs, results=results, keys=keys, feedback=self._delete_feedback(user_id))
 
     def _delete_feedback(self, user_id: str) -> int:
         if self.feedback is None:

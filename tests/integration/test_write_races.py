@@ -7,6 +7,8 @@ fault seam (`before_result_write`) or a store whose read hands control to anothe
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ from fastapi.testclient import TestClient
 
 from functions import dependencies
 from shared_code.errors import AccountErased
+from shared_code.identity import erasure
+from shared_code.identity.account import AccountService
+from shared_code.identity.erasure import ErasureLog
 from shared_code.results.blob_store import read_uploaded_version
 from shared_code.results.service import BlobEvent, ClassificationService, UploadedFile
 from shared_code.results.store import ResultDocument, ResultsStore
@@ -208,3 +213,36 @@ def test_a_blob_that_kills_its_worker_ends_failed_within_the_hosts_deliveries(
     result = api.get(f"/api/results/{grant['id']}", headers=bearer(user)).json()
     assert result["status"] == "failed", result
     assert result["error"]["code"] == "processing_failed"
+
+
+def test_a_write_that_trusts_a_clean_marker_read_during_an_erasure_is_removed_by_the_second_sweep(
+        api: TestClient, app_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another instance read "no marker" just before the erasure and trusts it: its write lands after the first
+    sweep and its check after write reads nothing. The second sweep, `clean_trust_s` after the marker, removes it."""
+    user = "trusting-tom"
+    components = dependencies.get_components()
+    reads: list[str] = []
+    real_read = erasure.read_or_none  # type: ignore[attr-defined]  # the module's own import, spied on
+
+    def counted_read(*args: Any) -> Any:
+        reads.append(args[2])
+        return real_read(*args)
+
+    monkeypatch.setattr(erasure, "read_or_none", counted_read)
+    other_instance = ErasureLog(components.erasures.container, clean_trust_s=1.0)
+    assert other_instance.erased_recently(user) is False  # a read, now trusted for 1 s
+    assert other_instance.erased_recently(user) is False and reads == [user]  # the second check costs no read
+    landed: list[str] = []
+
+    def in_flight_write_lands() -> None:
+        document = ResultDocument(id=uuid.uuid4().hex, user_id=user, status="done", source="http")
+        components.results.create(document)
+        assert other_instance.erased_recently(user) is False  # trusted: the check after write sees no marker
+        landed.append(document.id)
+
+    account = AccountService(components.results, components.blobs, components.keys, components.account.feedback,
+                             components.erasures, between_sweeps=in_flight_write_lands)
+    started = time.monotonic()
+    account.delete(user)
+    assert landed and user_documents(components.service, user) == []
+    assert time.monotonic() - started >= components.erasures.clean_trust_s  # the second sweep waited for the trust
