@@ -175,9 +175,14 @@ def test_a_folder_costs_a_few_requests_not_several_per_image(host: str, api_key:
             return original(method, path, **kwargs)
 
         client.request = counted  # type: ignore[method-assign]
+        started = time.monotonic()
         results = upload_folder(client, sorted(photos.iterdir()), timeout=60, poll_interval=0.25, progress=False)
+        elapsed = time.monotonic() - started
     assert [r.status for r in results] == ["done"] * 150, {r.error for r in results}
     assert [r.label for r in results[:3]] == ["red", "green", "blue"]
     assert calls.count("POST uploads/batch") == 3 and "POST uploads" not in calls  # 16, then 100 and 34
     assert set(calls) <= {"POST uploads/batch", "POST results/query"}
-    assert len(calls) < 40, calls  # 3 grant requests, then one query per poll round
+    # One query per poll interval (up to QUERY_BATCH ids each), however long the server takes; the count used
+    # to be a fixed bound (40), which a loaded machine broke. Never a request per image.
+    rounds = elapsed / 0.25 + 1
+    assert calls.count("POST results/query") <= rounds, (len(calls), elapsed)
