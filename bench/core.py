@@ -19,6 +19,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -81,12 +82,6 @@ def paired_rates(first: Callable[[], int], second: Callable[[], int], seconds: f
             rates.append(rate(work, slice_s, warmup=0))
     ratios = [a / b for a, b in zip(first_rates, second_rates, strict=True)]
     return median(first_rates), median(second_rates), ratios
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def raw_work(card: Path, batch: int, backend: str = "onnxruntime") -> Callable[[], int]:
