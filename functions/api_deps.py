@@ -7,20 +7,20 @@ from typing import Annotated, Any
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from functions.dependencies import RateLimiterDep, SettingsDep, get_components
+from functions.dependencies import SettingsDep, get_components
 from shared_code.errors import Forbidden, Unauthorized
 from shared_code.identity.auth import Principal, authenticate
 from shared_code.identity.rate_limit import TokenBucketLimiter
+from shared_code.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="JWT: `make token USER=<id>` or `POST /api/token` locally, "
                                                   "Entra ID in Azure")
 
 
-def current_principal(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    settings: SettingsDep,
-) -> Principal:
+def current_principal(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> Principal:
+    """The caller of a request (blocking: an Entra key refresh or an API key's revocation check may do I/O)."""
     header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     principal = authenticate(settings, header)
     # Tokens exchanged for an API key die with the key: a cached point read per key (see api_keys). The key
@@ -35,17 +35,22 @@ def require(scope: str | None, *, user_token: bool = False) -> Any:
     """Authenticate, apply the caller's rate limit, and check one scope (None: any authenticated caller).
 
     `user_token=True` refuses tokens exchanged for an API key: a leaked key must not mint more keys or
-    delete the account.
+    delete the account. All of it (token check, key revocation read, shared rate-limit counter: each may block)
+    runs in one thread-pool call, not one per step.
     """
 
-    def checker(principal: Annotated[Principal, Depends(current_principal)],
-                limiter: RateLimiterDep) -> Principal:
-        limiter.check(f"user:{principal.user_id}")
+    def authorise(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> Principal:
+        principal = current_principal(credentials, settings)
+        get_components().rate_limiter.check(f"user:{principal.user_id}")
         if scope is not None:
             principal.require(scope)
         if user_token and principal.via_api_key:
             raise Forbidden("this operation needs a user token, not a token exchanged for an API key")
         return principal
+
+    async def checker(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                      settings: SettingsDep) -> Principal:
+        return await run_in_threadpool(authorise, credentials, settings)
 
     return Depends(checker)
 

@@ -13,9 +13,10 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
+from functions.dependencies import settings_dependency
 from functions.http_api import create_api
 from functions.web_ui import WEB_ROOT, blob_origin
-from shared_code.settings import Settings, get_settings
+from shared_code.settings import Settings
 
 pytestmark = pytest.mark.unit
 AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
@@ -31,7 +32,7 @@ def settings(**values: str) -> Settings:
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     api = create_api()
-    api.dependency_overrides[get_settings] = lambda: settings(STORAGE_CONNECTION_STRING=AZURITE)
+    api.dependency_overrides[settings_dependency] = lambda: settings(STORAGE_CONNECTION_STRING=AZURITE)
     with TestClient(api) as test_client:
         yield test_client
 
