@@ -34,8 +34,9 @@ def route_dependants(method: str, path: str) -> list[Dependant]:
 def sync_dependencies(dependant: Dependant) -> Iterator[str]:
     for dependency in dependant.dependencies:
         call = dependency.call
+        # a security scheme such as HTTPBearer is an instance with an async __call__
         if call is not None and not (inspect.iscoroutinefunction(call)
-                                     or inspect.iscoroutinefunction(getattr(call, "__call__", None))):
+                                     or inspect.iscoroutinefunction(type(call).__call__)):
             yield getattr(call, "__qualname__", repr(call))
         yield from sync_dependencies(dependency)
 
