@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import compile_path
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared_code.errors import RateLimited, ServiceError
@@ -31,15 +31,20 @@ class MethodGuard:
     (or a 401 first). Paths no route matches go on to the router's 404.
     """
 
-    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, routes: Callable[[], Iterable[BaseRoute]]) -> None:
+        """`routes`: every declared route, as the routers hold them (read on first use: all included by then).
+
+        Not FastAPI's effective route contexts: building those runs every route's dependency and response-model
+        analysis, which FastAPI otherwise does lazily per route, and on the first request that cost 0.15 s.
+        """
         self.app = app
-        self.api = api
+        self.routes = routes
         self._table: list[tuple[re.Pattern[str], bool, frozenset[str]]] | None = None
 
     def table(self) -> list[tuple[re.Pattern[str], bool, frozenset[str]]]:
-        if self._table is None:  # built on first use: routes are all included by then
-            paths = [(context.path or "", frozenset(context.methods or ()))
-                     for context in iter_route_contexts(self.api.router.routes)]
+        if self._table is None:
+            paths = [(getattr(route, "path", "") or "", frozenset(getattr(route, "methods", None) or ()))
+                     for route in self.routes()]
             self._table = [(compile_path(path)[0], "{" not in path, methods) for path, methods in paths if path]
         return self._table
 

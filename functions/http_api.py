@@ -332,17 +332,15 @@ def create_api() -> FastAPI:
     api = FastAPI(title="Image classification API", version="1.0.0", openapi_url="/api/openapi.json",
                   docs_url=None, redoc_url=None)  # /api/docs is served offline by web_ui
     install_error_handlers(api)
-    api.add_middleware(MethodGuard, api=api)
+    # gallery first: /results/classes must not be taken for /results/{result_id}
+    routers = (gallery_router, router, identity_router, drift_router, feedback_router, models_router,
+               retraining_router, web_router)
+    own_routes = list(api.router.routes)  # the OpenAPI document's route, before the routers are included
+    api.add_middleware(MethodGuard, routes=lambda: [*own_routes, *(r for each in routers for r in each.routes)])
     # Outside the routing: bodies are capped before FastAPI parses them and before any auth dependency.
     api.add_middleware(RequestBodyLimits, limits=body_limits)
-    api.include_router(gallery_router)  # first: /results/classes must not be taken for /results/{result_id}
-    api.include_router(router)
-    api.include_router(identity_router)
-    api.include_router(drift_router)
-    api.include_router(feedback_router)
-    api.include_router(models_router)
-    api.include_router(retraining_router)
-    api.include_router(web_router)
+    for each in routers:
+        api.include_router(each)
     generate = api.openapi
 
     def openapi() -> dict[str, Any]:

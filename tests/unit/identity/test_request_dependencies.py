@@ -8,7 +8,8 @@ would add a hop (about 0.1-0.2 ms of CPU and a thread wake-up) to every request.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 from fastapi.dependencies.models import Dependant
@@ -46,3 +47,19 @@ def test_hot_routes_have_no_thread_pool_dependencies(method: str, path: str) -> 
     dependants = route_dependants(method, path)
     assert len(dependants) == 1, f"no route {method} {path}"
     assert list(sync_dependencies(dependants[0])) == []
+
+
+def test_method_guard_reads_the_same_routes_as_fastapi_resolves() -> None:
+    """The guard's table comes from the routers as declared (instant), not from FastAPI's resolved contexts (which
+    analyse every route on the first request); both must describe the same paths and methods."""
+    from fastapi.routing import iter_route_contexts  # noqa: PLC0415
+
+    from functions.errors import MethodGuard  # noqa: PLC0415
+
+    api = create_api()
+    guards = [m for m in api.user_middleware if getattr(m, "cls", None) is MethodGuard]
+    assert len(guards) == 1
+    routes = cast(Callable[[], list[object]], guards[0].kwargs["routes"])
+    declared = sorted((getattr(r, "path", ""), sorted(getattr(r, "methods", None) or ())) for r in routes())
+    resolved = sorted((c.path or "", sorted(c.methods or ())) for c in iter_route_contexts(api.router.routes))
+    assert declared == resolved
