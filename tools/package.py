@@ -33,13 +33,29 @@ PIP_TARGET = ("--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_2
 STAMP = ".package-stamp.json"  # what the installed dependencies were built from (for --reuse)
 
 
+# What the API never loads of OpenVINO, removed from its installed wheel (about 80 of its 178 MB): the GPU and NPU
+# device plugins and the GPU kernel cache (a Functions instance has a CPU only), the frontends of other model
+# formats (the service reads ONNX; the IR frontend stays for OpenVINO's own files) and the C++ headers. OpenVINO
+# finds plugins and frontends by scanning its libs folder, so a removed one is simply not offered; the package
+# test checks that the CPU plugin still compiles and runs a model from the pruned tree.
+OPENVINO_UNUSED = (
+    "openvino/libs/libopenvino_intel_gpu_plugin.so", "openvino/libs/libopenvino_intel_npu_plugin.so",
+    "openvino/libs/cache.json", "openvino/libs/libopenvino_tensorflow_frontend.so*",
+    "openvino/libs/libopenvino_tensorflow_lite_frontend.so*", "openvino/libs/libopenvino_paddle_frontend.so*",
+    "openvino/libs/libopenvino_pytorch_frontend.so*", "openvino/libs/libopenvino_jax_frontend.so*",
+    "openvino/libs/libopenvino_gguf_frontend.so*", "openvino/include",
+)
+
+
 @dataclass(frozen=True)
 class PackageSpec:
-    """One deployable app: its name, requirements file and the extra ignore rules of its package."""
+    """One deployable app: its name, requirements file, the extra ignore rules of its package, and the installed
+    files it removes again (globs under site-packages)."""
 
     name: str
     requirements: str
     rules: str
+    pruned: tuple[str, ...] = ()
 
     def ignore_spec(self, root: Path = ROOT) -> pathspec.PathSpec[Any]:
         lines = [*read_rules(root / ".funcignore"), *read_rules(root / self.rules)]
@@ -47,7 +63,7 @@ class PackageSpec:
 
 
 PACKAGES = {
-    "api": PackageSpec("api", "requirements.txt", "packaging/api.funcignore"),
+    "api": PackageSpec("api", "requirements.txt", "packaging/api.funcignore", pruned=OPENVINO_UNUSED),
     "monitor": PackageSpec("monitor", "requirements-monitor.txt", "packaging/monitor.funcignore"),
 }
 
@@ -100,8 +116,23 @@ def megabytes(size: int) -> float:
     return round(size / 1_000_000, 1)
 
 
-def _digest(requirements: str) -> str:
-    return hashlib.sha256(("\n".join(PIP_TARGET) + "\n" + requirements).encode("utf-8")).hexdigest()
+def _digest(requirements: str, pruned: Sequence[str] = ()) -> str:
+    text = "\n".join(PIP_TARGET) + "\n" + requirements + "\n".join(pruned)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def prune(site: Path, patterns: Sequence[str]) -> int:
+    """Remove what `patterns` match under `site`; the bytes removed."""
+    removed = 0
+    for pattern in patterns:
+        for match in sorted(site.glob(pattern)):
+            if match.is_dir() and not match.is_symlink():
+                removed += tree_size(match)
+                shutil.rmtree(match)
+            elif match.exists() or match.is_symlink():
+                removed += match.stat().st_size if match.is_file() and not match.is_symlink() else 0
+                match.unlink()
+    return removed
 
 
 def install_dependencies(requirements: Path, target: Path, *, pip: Sequence[str] | None = None) -> None:
@@ -118,7 +149,7 @@ def build(spec: PackageSpec, out: Path, *, root: Path = ROOT, reuse: bool = Fals
     stamp = target / SITE_PACKAGES / STAMP
     kept: Path | None = None
     if reuse and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("digest") == _digest(
-            requirements):
+            requirements, spec.pruned):
         kept = out / f".{spec.name}-site-packages"
         shutil.rmtree(kept, ignore_errors=True)
         (target / SITE_PACKAGES).rename(kept)
@@ -136,8 +167,10 @@ def build(spec: PackageSpec, out: Path, *, root: Path = ROOT, reuse: bool = Fals
         kept.rename(site)
     else:
         install_dependencies(target / "requirements.txt", site)
+        removed = prune(site, spec.pruned)
         stamp = site / STAMP
-        stamp.write_text(json.dumps({"digest": _digest(requirements)}) + "\n", encoding="utf-8")
+        stamp.write_text(json.dumps({"digest": _digest(requirements, spec.pruned), "pruned_bytes": removed}) + "\n",
+                         encoding="utf-8")
     return target
 
 

@@ -16,7 +16,16 @@ import pytest
 
 from tests.factories import image_bytes, make_tiny_model
 from tests.infra.bicep_model import REPO_ROOT
-from tools.package import PACKAGES, SITE_PACKAGES, build, flattened_requirements, megabytes, shipped_files, tree_size
+from tools.package import (
+    OPENVINO_UNUSED,
+    PACKAGES,
+    SITE_PACKAGES,
+    build,
+    flattened_requirements,
+    megabytes,
+    shipped_files,
+    tree_size,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -109,15 +118,26 @@ def test_the_built_api_package_is_lean_and_runs_from_its_own_dependencies(tmp_pa
         f"data = open({str(picture)!r}, 'rb').read()\n"
         f"outcome = ModelProvider(local_path={str(card)!r}).current().classify_bytes(data)\n"
         "assert outcome.predictions, outcome\n"
+        # the pruned OpenVINO (no GPU/NPU plugins, ONNX and IR frontends only) still compiles and runs on the CPU
+        "import openvino\n"
+        "from pathlib import Path\n"
+        "from shared_code.inference.classifier import load_classifier\n"
+        "from shared_code.inference.pipeline import ClassificationPipeline\n"
+        f"engine = load_classifier(Path({str(card)!r}), backend='openvino')\n"
+        "assert engine.backend_name == 'openvino', engine.choice\n"
+        "assert ClassificationPipeline(engine).classify_bytes(data).backend.startswith('openvino')\n"
+        "devices = openvino.Core().available_devices\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {{'evidently', 'pandas', 'torch'}} "
         "or m.startswith('azure.ai.ml'))\n"
         "outside = sorted({getattr(m, '__file__', None) or '' for m in list(sys.modules.values())} - {''})\n"
         f"foreign = [f for f in outside if 'site-packages' in f and not f.startswith({str(site)!r})]\n"
-        "print(json.dumps({'heavy': heavy, 'foreign': foreign[:5]}))\n"
+        "print(json.dumps({'heavy': heavy, 'foreign': foreign[:5], 'devices': devices}))\n"
     )
     # -I -S: no user site, no site-packages: only the standard library and the package itself
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=package, capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"heavy": [], "foreign": []}, report
+    assert report == {"heavy": [], "foreign": [], "devices": ["CPU"]}, report
+    for pattern in OPENVINO_UNUSED:
+        assert not list(site.glob(pattern)), pattern
