@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from functions.dependencies import SettingsDep, get_components
+from functions.schema_base import ApiModel
 from shared_code.errors import Forbidden, Unauthorized
 from shared_code.identity.auth import Principal, authenticate
 from shared_code.identity.rate_limit import TokenBucketLimiter
@@ -65,12 +65,12 @@ def charge_images(limiter: TokenBucketLimiter, principal: Principal, count: int)
     limiter.check(f"images:{principal.user_id}", cost=count)
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(ApiModel):
     code: str
     message: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ApiModel):
     """The one error shape of the API."""
 
     error: ErrorDetail

@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.dependencies import ComponentsDep, SettingsDep
+from functions.schema_base import ApiModel
 from shared_code.composition import Components
 from shared_code.errors import NotFound
 from shared_code.identity.auth import Principal
@@ -40,7 +41,7 @@ def run_owner() -> str:
 
 
 # --- schemas ------------------------------------------------------------------------------------------
-class DriftReportPublic(BaseModel):
+class DriftReportPublic(ApiModel):
     window_id: str
     window_key: str
     window_start: str
@@ -58,18 +59,18 @@ class DriftReportPublic(BaseModel):
     summary_url: str
 
 
-class DriftReportList(BaseModel):
+class DriftReportList(ApiModel):
     items: list[DriftReportPublic]
 
 
-class DriftRunCreate(BaseModel):
+class DriftRunCreate(ApiModel):
     window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
                                json_schema_extra={"pattern": WINDOW_PATTERN},  # parse_window answers 400
                                description=WINDOW_RULES)
     force: bool = Field(default=False, strict=True, description="Re-run a window that is already done.")
 
 
-class DriftRunPublic(BaseModel):
+class DriftRunPublic(ApiModel):
     status: Literal["completed", "skipped"]
     reason: str
     window_id: str
@@ -79,7 +80,7 @@ class DriftRunPublic(BaseModel):
     summary_url: str
 
 
-class GroupPoint(BaseModel):
+class GroupPoint(ApiModel):
     """The strongest evidence of one signal group in one window."""
 
     p_value: float = Field(description="Smallest p-value of the group's signals.")
@@ -89,7 +90,7 @@ class GroupPoint(BaseModel):
     signals: list[str]
 
 
-class TimelineWindow(BaseModel):
+class TimelineWindow(ApiModel):
     window_id: str
     window_key: str
     window_start: str
@@ -104,12 +105,12 @@ class TimelineWindow(BaseModel):
     has_histograms: bool
 
 
-class DriftTimeline(BaseModel):
+class DriftTimeline(ApiModel):
     groups: list[ChartGroup]
     items: list[TimelineWindow] = Field(description="Finished windows, oldest first.")
 
 
-class DriftHistograms(BaseModel):
+class DriftHistograms(ApiModel):
     window_id: str
     window_key: str
     status: str

@@ -6,20 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.dependencies import ServiceDep
+from functions.schema_base import ApiModel
 from shared_code.identity.auth import Principal
 from shared_code.results.feedback import record_feedback
 from shared_code.results.service import ClassificationService
 
 
-class FeedbackCreate(BaseModel):
+class FeedbackCreate(ApiModel):
     label: str = Field(min_length=1, max_length=200, examples=["tabby cat"])
 
 
-class FeedbackPublic(BaseModel):
+class FeedbackPublic(ApiModel):
     id: str
     predicted_label: str | None
     corrected_label: str | None

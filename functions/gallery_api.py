@@ -23,12 +23,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from functions.api_deps import AUTH_ERRORS, ErrorBody, error_responses, require
 from functions.dependencies import ServiceDep, SettingsDep
 from functions.request_body import read_limited, upload_chunks
+from functions.schema_base import ApiModel
 from shared_code.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared_code.identity.auth import Principal
 from shared_code.inference.explain import Explanation, explain_image
@@ -53,29 +54,29 @@ CONFLICT: dict[int | str, dict[str, Any]] = {409: {
 
 
 # --- schemas ------------------------------------------------------------------------------------------
-class ExplainRequest(BaseModel):
+class ExplainRequest(ApiModel):
     result_id: str = Field(min_length=1, max_length=64, description="One of the caller's uploaded results")
     class_index: int | None = Field(default=None, ge=0, le=100_000)
     label: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class HeatmapPublic(BaseModel):
+class HeatmapPublic(ApiModel):
     width: int
     height: int
     data: str = Field(description="base64 of width*height uint8 values (0-255), row-major, top row first")
 
 
-class PointPublic(BaseModel):
+class PointPublic(ApiModel):
     x: int
     y: int
 
 
-class SizePublic(BaseModel):
+class SizePublic(ApiModel):
     width: int
     height: int
 
 
-class ExplanationPublic(BaseModel):
+class ExplanationPublic(ApiModel):
     class_index: int
     label: str
     score: float = Field(description="Probability of this class")
@@ -87,12 +88,12 @@ class ExplanationPublic(BaseModel):
     overlay_png: str = Field(description="base64 PNG: the image with the heatmap blended in (heatmap size)")
 
 
-class ClassCount(BaseModel):
+class ClassCount(ApiModel):
     label: str
     count: int
 
 
-class ClassCounts(BaseModel):
+class ClassCounts(ApiModel):
     classes: list[ClassCount]
     total: int
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.datastructures import UploadFile
 
 from functions import dependencies
@@ -27,6 +27,7 @@ from functions.gallery_api import gallery_router
 from functions.identity_api import router as identity_router
 from functions.models_api import models_router, retraining_router
 from functions.request_body import read_limited, upload_chunks
+from functions.schema_base import ApiModel
 from functions.web_ui import web_router
 from shared_code.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared_code.identity.auth import Principal
@@ -41,12 +42,12 @@ logger = logging.getLogger(__name__)
 
 
 # --- schemas ------------------------------------------------------------------------------------------
-class HealthPublic(BaseModel):
+class HealthPublic(ApiModel):
     status: str
     model: ModelRef
 
 
-class ClassificationPublic(BaseModel):
+class ClassificationPublic(ApiModel):
     id: str
     status: ResultStatus
     filename: str
@@ -56,11 +57,11 @@ class ClassificationPublic(BaseModel):
     error: ErrorInfo | None = None
 
 
-class ClassifyManyPublic(BaseModel):
+class ClassifyManyPublic(ApiModel):
     results: list[ClassificationPublic]
 
 
-class UploadCreate(BaseModel):
+class UploadCreate(ApiModel):
     filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"],
                           json_schema_extra={"pattern": FILENAME_PATTERN},
                           description="The file's name; it must end in an accepted image extension "
@@ -70,7 +71,7 @@ class UploadCreate(BaseModel):
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 
 
-class UploadGrantPublic(BaseModel):
+class UploadGrantPublic(ApiModel):
     id: str
     upload_url: str
     blob_name: str
@@ -78,22 +79,22 @@ class UploadGrantPublic(BaseModel):
     result_url: str
 
 
-class UploadBatchItem(BaseModel):
+class UploadBatchItem(ApiModel):
     filename: str = Field(min_length=1, max_length=256, examples=["cat.jpg"])
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=128, pattern=IDEMPOTENCY_KEY_PATTERN,
         description="As the Idempotency-Key header of POST /api/uploads: one unique string per file.")
 
 
-class UploadBatchCreate(BaseModel):
+class UploadBatchCreate(ApiModel):
     files: list[UploadBatchItem] = Field(min_length=1, description="At most MAX_UPLOADS_PER_REQUEST (256).")
 
 
-class UploadBatchPublic(BaseModel):
+class UploadBatchPublic(ApiModel):
     items: list[UploadGrantPublic] = Field(description="One grant per file, in the order sent.")
 
 
-class ResultQuery(BaseModel):
+class ResultQuery(ApiModel):
     ids: list[str] = Field(min_length=1, description="Result ids; at most MAX_RESULT_IDS_PER_REQUEST (500).")
 
 
@@ -106,12 +107,12 @@ class ResultPublic(ClassificationPublic):
     features: dict[str, Any] | None
 
 
-class ResultPage(BaseModel):
+class ResultPage(ApiModel):
     items: list[ResultPublic]
     continuation: str | None
 
 
-class ResultQueryPublic(BaseModel):
+class ResultQueryPublic(ApiModel):
     items: list[ResultPublic] = Field(description="The caller's results among the ids, in the order asked.")
     missing: list[str] = Field(description="Ids that are unknown, deleted or another user's (404 one by one).")
 

@@ -13,10 +13,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from functions.api_deps import AUTH_ERRORS, error_responses, require
 from functions.dependencies import AccountDep, ComponentsDep, RateLimiterDep, SettingsDep, TokenLimiterDep
+from functions.schema_base import ApiModel
 from shared_code.errors import Forbidden, NotFound
 from shared_code.identity.api_keys import (
     ApiKeyRecord,
@@ -32,24 +33,24 @@ _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 # --- schemas ------------------------------------------------------------------------------------------
-class TokenRequest(BaseModel):
+class TokenRequest(ApiModel):
     api_key: str = Field(min_length=1, max_length=1024, description="An API key from POST /api/keys")
 
 
-class TokenPublic(BaseModel):
+class TokenPublic(ApiModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_in: int = Field(description="Seconds until the token expires")
     scope: str = Field(description="Space-separated scopes")
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(ApiModel):
     name: str = Field(default="", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", examples=["nightly batch"])
     scopes: list[Scope] | None = Field(default=None, max_length=4, json_schema_extra={"minItems": 1},  # 400 if empty
                                        description="A subset of the caller's scopes; default: the caller's")
 
 
-class ApiKeyPublic(BaseModel):
+class ApiKeyPublic(ApiModel):
     id: str
     name: str
     scopes: list[str]
@@ -62,24 +63,24 @@ class ApiKeyCreated(ApiKeyPublic):
     api_key: str = Field(description="The key itself: shown once, store it now")
 
 
-class ApiKeyList(BaseModel):
+class ApiKeyList(ApiModel):
     items: list[ApiKeyPublic]
 
 
-class MePublic(BaseModel):
+class MePublic(ApiModel):
     user_id: str
     scopes: list[str]
     via_api_key: bool
 
 
-class DeletionPublic(BaseModel):
+class DeletionPublic(ApiModel):
     blobs: int
     results: int
     keys: int
     feedback: int
 
 
-class UserExport(BaseModel):
+class UserExport(ApiModel):
     user_id: str
     exported_at: str
     results: list[dict[str, object]]

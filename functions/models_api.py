@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from functions.api_deps import AUTH_ERRORS, ErrorBody, error_responses, require
 from functions.dependencies import ComponentsDep, ServiceDep, SettingsDep
 from functions.drift_api import WINDOW_KEY_PATTERN, WINDOW_PATTERN, WINDOW_RULES
+from functions.schema_base import ApiModel
 from shared_code.composition import Components
 from shared_code.errors import NotFound
 from shared_code.identity.auth import Principal
@@ -41,12 +42,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # model names never start with "
 
 
 # --- schemas ------------------------------------------------------------------------------------------
-class ServedModel(BaseModel):
+class ServedModel(ApiModel):
     name: str
     version: str
 
 
-class GatesPublic(BaseModel):
+class GatesPublic(ApiModel):
     """The promotion gates model.train measured (the version's evaluation.json)."""
 
     passed: bool = Field(description="Every gate passed: the version may be approved (while it is newer than current).")
@@ -57,13 +58,13 @@ class GatesPublic(BaseModel):
                                          "accuracy, max_regression, passed.")
 
 
-class ApprovalPublic(BaseModel):
+class ApprovalPublic(ApiModel):
     approved_by: str | None = Field(description="The admin who approved it (`automatic`: RETRAIN_PROMOTION=automatic).")
     approved_at: str | None
     previous: str | None = Field(description="The version that was promoted before.")
 
 
-class ModelVersionPublic(BaseModel):
+class ModelVersionPublic(ApiModel):
     name: str
     version: str
     promoted: bool
@@ -78,7 +79,7 @@ class ModelVersionPublic(BaseModel):
     approval: ApprovalPublic | None = None
 
 
-class PromotionPublic(BaseModel):
+class PromotionPublic(ApiModel):
     """The approval: the pointer (`latest.json`) now names this version."""
 
     name: str
@@ -89,13 +90,13 @@ class PromotionPublic(BaseModel):
     previous: str | None = Field(description="The version promoted before this approval.")
 
 
-class ModelsPublic(BaseModel):
+class ModelsPublic(ApiModel):
     served: ServedModel
     latest: str | None = Field(description="The promoted version in the models container (MODEL_SOURCE=blob).")
     versions: list[ModelVersionPublic]
 
 
-class RetrainingRecordPublic(BaseModel):
+class RetrainingRecordPublic(ApiModel):
     """One window's retraining submission (extra fields of the record are passed through)."""
 
     model_config = ConfigDict(extra="allow")
@@ -116,11 +117,11 @@ class RetrainingRecordPublic(BaseModel):
     error: str | None = None
 
 
-class RetrainingList(BaseModel):
+class RetrainingList(ApiModel):
     items: list[RetrainingRecordPublic]
 
 
-class RetrainingRunCreate(BaseModel):
+class RetrainingRunCreate(ApiModel):
     window: str | None = Field(default=None, examples=["2026-11-23T00:00Z/PT24H"],
                                json_schema_extra={"pattern": WINDOW_PATTERN},  # parse_window answers 400
                                description=WINDOW_RULES)
@@ -128,7 +129,7 @@ class RetrainingRunCreate(BaseModel):
                         description="Submit again (a new attempt) when the last one has finished.")
 
 
-class RetrainingRunPublic(BaseModel):
+class RetrainingRunPublic(ApiModel):
     launched: bool = Field(description="False: this window already had a submission, returned as it is. True: this "
                            "call submitted it (status `requested`: the monitor app launches it on its next sweep).")
     record: RetrainingRecordPublic

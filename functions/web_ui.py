@@ -25,10 +25,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from fastapi_offline import core as _swagger_assets
-from pydantic import BaseModel
 
 from functions.api_deps import AUTH_ERRORS, require
 from functions.dependencies import ServiceDep, SettingsDep
+from functions.schema_base import ApiModel
 from shared_code.errors import NotFound
 from shared_code.identity.auth import Principal
 from shared_code.results.store import ModelRef
@@ -104,7 +104,7 @@ def static_response(request: Request, name: str, settings: Settings, *, vendor: 
     return Response(body, media_type=media_type, headers=headers)
 
 
-class LabelsPublic(BaseModel):
+class LabelsPublic(ApiModel):
     model: ModelRef
     labels: list[str]
 
