@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
+from functions.fastapi_compat import install as install_fastapi_compat
 from shared_code.composition import Components
 from shared_code.identity.account import AccountService
 from shared_code.identity.rate_limit import TokenBucketLimiter
@@ -25,6 +26,7 @@ from shared_code.results.service import ClassificationService
 from shared_code.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+install_fastapi_compat()  # before any route is declared: every router imports this module first
 
 
 @lru_cache(maxsize=1)
