@@ -22,6 +22,7 @@ from shared_code.identity.account import AccountService
 from shared_code.identity.rate_limit import TokenBucketLimiter
 from shared_code.identity.shared_limit import Limiter
 from shared_code.inference.classifier import load_classifier
+from shared_code.inference.pipeline import ClassificationPipeline
 from shared_code.results.service import ClassificationService
 from shared_code.settings import Settings, get_settings
 
@@ -109,7 +110,8 @@ def prewarm_model() -> threading.Thread | None:
 
     The ONNX Runtime session is built mostly outside the GIL, so on a second core it overlaps the import of
     the API modules and the host's own start-up; the first request then finds it in the classifier cache
-    (a request arriving mid-load waits on the cache lock, so the model is never loaded twice). Only the
+    (a request arriving mid-load waits on the cache lock, so the model is never loaded twice), with the first
+    image's one-off costs already paid (`ClassificationPipeline.warm_up`). Only the
     environment is read: bad settings are still reported by the first request, and any failure here is left
     for that request to raise. Blob-sourced models (network) load on first use as before.
     """
@@ -123,7 +125,7 @@ def prewarm_model() -> threading.Thread | None:
 
     def load() -> None:
         try:
-            load_classifier(path, intra_op_threads=int(threads), backend=backend)
+            ClassificationPipeline(load_classifier(path, intra_op_threads=int(threads), backend=backend)).warm_up()
         except Exception as exc:  # the first request reports it properly
             logger.debug("model prewarm of %s failed: %s", path, exc)
 

@@ -142,6 +142,11 @@ class Classifier:
             self._start_switch()
         return self._outputs(outputs, share_ms, label)
 
+    def warm_up(self, crops: np.ndarray) -> ModelOutputs:
+        """Run `crops` on the serving engine outside the batcher and without starting a quick start's switch."""
+        outputs, label = self._infer_crops(crops)
+        return self._outputs(outputs, 0.0, label)
+
     def _infer_crops(self, crops: np.ndarray) -> tuple[list[np.ndarray], str]:
         backend = self.backend  # one engine per batch, even if a quick start switches engines meanwhile
         return backend.infer_crops(crops), f"{backend.name}-{backend.precision}"

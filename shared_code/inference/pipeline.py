@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from shared_code.errors import ImageRejected, PayloadTooLarge
 from shared_code.inference.classifier import Classifier, Prediction
@@ -48,6 +49,16 @@ class ClassificationPipeline:
         # resize target: the resize then only ever shrinks, with Pillow's antialiasing filter, as it would from
         # the full-size decode, at a fraction of the decode cost (a 12 MP photo decodes at 1/8 in ~1/20 the time).
         self._min_side_hint = self.card.resize_size
+
+    def warm_up(self) -> None:
+        """Pay the first image's one-off costs now: the engine's first run (a zero crop straight to the engine, not
+        through the batcher, so a quick start's switch still waits for a real request), the embedding projection
+        (it imports numpy.random, ~50 ms) and Pillow's plugins for the common formats. The worker's prewarm thread
+        calls this."""
+        Image.preinit()
+        height, width = self.card.input_size
+        outputs = self.classifier.warm_up(np.zeros((1, height, width, 3), dtype=np.uint8))
+        embeddings(outputs.features, self.classifier.probabilities(outputs.logits))
 
     def decode(self, data: bytes) -> DecodedImage:
         return decode_image(data, self.limits, min_side_hint=self._min_side_hint)
