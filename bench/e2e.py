@@ -157,6 +157,11 @@ DEPLOYED = ("function_app.py", "host.json", "functions", "shared_code", "web")
 PREWARM_CALL = "\nprewarm_model()\n"
 
 
+# What `make package` ships for the API: unchecked-hash bytecode for the app (here; the dependencies come from the
+# venv, whose bytecode is there already, as in the package). `source` is the same without it.
+SHIPPED = "precompiled"
+
+
 def deployment_package(workdir: Path, *, precompiled: bool = False, prewarm: bool = True) -> Path | None:
     """A copy of what .funcignore lets ship; `precompiled` adds unchecked-hash bytecode (valid after any copy).
 
@@ -364,8 +369,8 @@ def cold_starts(stack: Stack, model: Path, image: bytes, image_path: Path, token
             "probe_exit_codes": [p["exit_code"] for p in probes],
             "first_http_status": [p.get("first_http_status") for p in probes],
         }
-    # The headline figure is the package as it ships today (source only: .funcignore drops __pycache__).
-    result["host_first_answer_s"] = result["source"]["host_first_answer_s"]
+    # The headline figure is the package as it ships (tools/package.py compiles the API package's bytecode).
+    result["host_first_answer_s"] = result[SHIPPED]["host_first_answer_s"]
     return result
 
 
@@ -595,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: cold start x{args.cold_runs}", flush=True)
             colds[name] = cold_starts(stack, model, bodies[0], image_path, token, args.cold_runs,
                                       args.blob_poll_seconds, packages if name == "int8" else
-                                      {"source": packages["source"]})
+                                      {SHIPPED: packages[SHIPPED]})
         with contextlib.ExitStack() as servers:
             baseline_port = None if args.no_baseline else servers.enter_context(baseline_server(workdir, args.arch))
             peer_port = None if args.no_peer else servers.enter_context(peer_ort_server(workdir, models["int8"]))
@@ -620,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         result["fp32_http_over_pipeline"] = fp32["pipeline"]["c1"]["img_s"] / fp32["http"]["c1"]["img_s"]
         result["fp32_cold_start_s"] = fp32["cold_start"]["host_first_answer_s"]
     result["cold_start_precompiled_s"] = result["models"]["int8"]["cold_start"]["precompiled"]["host_first_answer_s"]
-    result["cold_start_phases_s"] = result["models"]["int8"]["cold_start"]["source"]["probe_phases_s"]
+    result["cold_start_source_s"] = result["models"]["int8"]["cold_start"]["source"]["host_first_answer_s"]
+    result["cold_start_phases_s"] = result["models"]["int8"]["cold_start"][SHIPPED]["probe_phases_s"]
     if "source_no_prewarm" in result["models"]["int8"]["cold_start"]:
         result["cold_start_no_prewarm_s"] = result["models"]["int8"]["cold_start"]["source_no_prewarm"][
             "host_first_answer_s"]

@@ -23,6 +23,7 @@ from tools.package import (
     build,
     flattened_requirements,
     megabytes,
+    read_rules,
     shipped_files,
     tree_size,
 )
@@ -133,10 +134,19 @@ def test_the_built_api_package_is_lean_and_runs_from_its_own_dependencies(tmp_pa
         f"foreign = [f for f in outside if 'site-packages' in f and not f.startswith({str(site)!r})]\n"
         "print(json.dumps({'heavy': heavy, 'foreign': foreign[:5], 'devices': devices}))\n"
     )
+    # The package ships unchecked-hash bytecode for all of it: a worker's package is read-only, so whatever lacked
+    # bytecode would be compiled again at every cold start.
+    pyc = package / "__pycache__" / f"function_app.{sys.implementation.cache_tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01, "not unchecked-hash bytecode"
+    assert not [rule for rule in read_rules(package / ".funcignore") if "pyc" in rule or "__pycache__" in rule]
+    files_before = {path for path in package.rglob("*") if path.is_file()}
     # -I -S: no user site, no site-packages: only the standard library and the package itself
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=package, capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(str(path.relative_to(package)) for path in package.rglob("*")
+                     if path.is_file() and path not in files_before)
+    assert written == [], f"importing the package compiled modules it did not ship bytecode for: {written[:10]}"
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"heavy": [], "foreign": [], "devices": ["CPU"]}, report
     for pattern in OPENVINO_UNUSED:
