@@ -40,22 +40,6 @@ def get_service() -> ClassificationService:
     return get_components().service
 
 
-def get_rate_limiter() -> Limiter:
-    return get_components().rate_limiter
-
-
-def get_image_limiter() -> TokenBucketLimiter:
-    return get_components().image_limiter
-
-
-def get_account_service() -> AccountService:
-    return get_components().account
-
-
-def get_token_limiter() -> Limiter:
-    return get_components().token_limiter
-
-
 def reset() -> None:
     """Forget cached settings and components (tests, and settings reloads)."""
     get_components.cache_clear()

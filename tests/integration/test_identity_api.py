@@ -212,9 +212,9 @@ def test_two_instances_sharing_a_per_user_limit_hold_it_together(configured_api:
 
     configured_api(RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="6")
     _not_near_a_window_edge()
-    first = dependencies.get_rate_limiter()
+    first = dependencies.get_components().rate_limiter
     dependencies.reset()  # a second instance: its own process, its own in-memory state
-    second = dependencies.get_rate_limiter()
+    second = dependencies.get_components().rate_limiter
     assert first is not second
     subject = f"user:shared-{uuid.uuid4().hex[:8]}"
     allowed = 0
