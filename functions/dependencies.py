@@ -113,6 +113,9 @@ def prewarm_model() -> threading.Thread | None:
         except Exception as exc:  # the first request reports it properly
             logger.debug("model prewarm of %s failed: %s", path, exc)
 
-    thread = threading.Thread(target=load, name="model-prewarm", daemon=True)
+    # Not a daemon, for the reason the background compile is not one (shared_code.inference.classifier): an
+    # interpreter exiting while a daemon thread is inside the engine's C++ session build aborts (SIGABRT) instead
+    # of exiting, and the load is local and bounded (well under a second), so exit simply waits for it.
+    thread = threading.Thread(target=load, name="model-prewarm", daemon=False)
     thread.start()
     return thread

@@ -38,3 +38,32 @@ def test_after_the_prewarm_the_first_classification_imports_no_module(tmp_path: 
                             check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+REAL_MODEL = ROOT / "model" / "artifacts" / "efficientnet_lite0" / "1" / "model.card.json"
+
+
+def test_the_prewarm_thread_is_not_a_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_SOURCE", "local")
+    monkeypatch.setenv("MODEL_PATH", str(make_tiny_model(tmp_path / "model")))
+    monkeypatch.setenv("INFERENCE_BACKEND", "onnxruntime")
+    from functions.dependencies import prewarm_model  # noqa: PLC0415
+
+    thread = prewarm_model()
+    assert thread is not None
+    thread.join(60)
+    assert thread.daemon is False  # interpreter exit waits for it instead of tearing the engine down under it
+
+
+@pytest.mark.skipif(not REAL_MODEL.exists(), reason="needs the exported real-weights model (make model)")
+@pytest.mark.parametrize("delay_s", [0.02, 0.05, 0.1, 0.15])
+def test_a_process_exiting_while_the_prewarm_loads_exits_cleanly(delay_s: float) -> None:
+    # Exit while ONNX Runtime builds its session on the prewarm thread: with a daemon thread the C++ runtime is
+    # torn down under it and the process aborts (SIGABRT, rc 134) in most runs at these delays.
+    code = ("import time\nfrom functions.dependencies import prewarm_model\n"
+            f"assert prewarm_model() is not None\ntime.sleep({delay_s})\n")
+    env = {"PATH": "/usr/bin:/bin", "MODEL_SOURCE": "local", "MODEL_PATH": str(REAL_MODEL),
+           "INFERENCE_BACKEND": "onnxruntime"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
