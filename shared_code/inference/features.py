@@ -37,28 +37,44 @@ class ImageFeatures:
         return asdict(self)
 
 
+_LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+
+
 def image_statistics(crop: np.ndarray) -> dict[str, float]:
-    """Brightness, contrast, saturation, sharpness and entropy of an HWC uint8 RGB crop, all in [0, ~1]."""
-    rgb = crop.astype(np.float32)
-    luma = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+    """Brightness, contrast, saturation, sharpness and entropy of an HWC uint8 RGB crop, all in [0, ~1].
+
+    Written for the serving path (about half the time of the plain NumPy expressions, tests/unit/inference
+    keep those as the reference): one float luma plane, moments from sums and dot products instead of
+    `mean`/`var` passes, the Laplacian accumulated in one buffer, the histogram without a clip (luma of 8-bit
+    RGB stays in [0, 255]).
+    """
+    luma = crop.astype(np.float32) @ _LUMA
+    flat = luma.ravel()
+    count = flat.size
+    mean = float(flat.sum(dtype=np.float64)) / count
+    variance = max(float(np.dot(flat, flat)) / count - mean * mean, 0.0)
     # Saturation from every other pixel (a mean needs no more), with element-wise max/min of the three
     # planes: ~20x faster than a reduction over the short last axis.
-    half = rgb[::2, ::2]
+    half = crop[::2, ::2]
     red, green, blue = half[..., 0], half[..., 1], half[..., 2]
-    high = np.maximum(np.maximum(red, green), blue)
+    high = np.maximum(np.maximum(red, green), blue).astype(np.float32)
     low = np.minimum(np.minimum(red, green), blue)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
-    laplacian = (
-        -4.0 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-    )
-    histogram = np.bincount(np.clip(luma, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
-    p = histogram[histogram > 0] / histogram.sum()
+    saturation = np.divide(high - low, high, out=np.zeros_like(high), where=high > 0)
+    laplacian = luma[:-2, 1:-1] + luma[2:, 1:-1]
+    laplacian += luma[1:-1, :-2]
+    laplacian += luma[1:-1, 2:]
+    laplacian -= 4.0 * luma[1:-1, 1:-1]
+    lap = laplacian.ravel()
+    lap_mean = float(lap.sum(dtype=np.float64)) / lap.size
+    lap_variance = max(float(np.dot(lap, lap)) / lap.size - lap_mean * lap_mean, 0.0)
+    histogram = np.bincount(flat.astype(np.uint8), minlength=256)
+    p = histogram[histogram > 0] / count
     return {
-        "brightness": float(luma.mean() / 255.0),
-        "contrast": float(luma.std() / 255.0),
+        "brightness": mean / 255.0,
+        "contrast": float(np.sqrt(variance)) / 255.0,
         "saturation": float(saturation.mean()),
         # log keeps the heavy-tailed Laplacian variance on a scale drift tests handle well
-        "sharpness": float(np.log1p(laplacian.var())),
+        "sharpness": float(np.log1p(lap_variance)),
         "entropy": float(-(p * np.log2(p)).sum() / 8.0),
     }
 

@@ -74,6 +74,40 @@ def test_image_statistics_separate_dark_flat_and_busy_images() -> None:
     assert busy["saturation"] > 0.3
 
 
+def _reference_statistics(crop: np.ndarray) -> dict[str, float]:
+    """The definitions in plain NumPy (what the optimised `image_statistics` must equal)."""
+    # float32 luma, as served: a pixel's histogram bin must not depend on the precision of the reference
+    luma = (crop.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float64)
+    rgb = crop.astype(np.float64)
+    half = rgb[::2, ::2]
+    high, low = half.max(axis=-1), half.min(axis=-1)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
+    laplacian = -4.0 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
+    histogram = np.bincount(np.clip(luma, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    p = histogram[histogram > 0] / histogram.sum()
+    return {"brightness": luma.mean() / 255.0, "contrast": luma.std() / 255.0, "saturation": saturation.mean(),
+            "sharpness": float(np.log1p(laplacian.var())), "entropy": float(-(p * np.log2(p)).sum() / 8.0)}
+
+
+def _crops() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8), 8, axis=0), 8, axis=1)
+    return [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), smooth,
+            np.full((224, 224, 3), 255, dtype=np.uint8), np.zeros((224, 224, 3), dtype=np.uint8),
+            np.full((224, 224, 3), (200, 30, 90), dtype=np.uint8),
+            rng.integers(120, 124, (224, 224, 3), dtype=np.uint8)]  # nearly flat: moments by cancellation
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_image_statistics_equal_their_plain_definitions(index: int) -> None:
+    crop = _crops()[index]
+    expected = _reference_statistics(crop)
+    actual = image_statistics(crop)
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        assert actual[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
 def test_sessions_are_cached_per_version(tmp_path: Path) -> None:
     first = load_classifier(make_tiny_model(tmp_path / "v1", version="1"))
     assert load_classifier(tmp_path / "v1" / "model.card.json") is first
