@@ -55,6 +55,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL_PY = PROJECT_ROOT / "model" / ".venv" / "bin" / "python"
 BENCH_USER = "bench-http"
 BLOB_USER = "bench-blob"
+SERVICE_USER = "bench-service"  # the in-process service's results (profile of an HTTP classify)
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -238,6 +239,32 @@ def token_for(values: dict[str, str], user: str) -> str:
     return issue_token(settings, user, minutes=120)
 
 
+def result_write_cost(service: Any, body: bytes, seconds: float) -> dict[str, float]:
+    """One classify's result document written again and again (fresh ids): wall ms per write, and the CPU ms of
+    this thread (the SDK's request building, signing, JSON and parsing); the rest is the Cosmos server's time."""
+    from shared_code.results.blob_store import new_result_id  # noqa: PLC0415
+    from shared_code.results.service import UploadedFile  # noqa: PLC0415
+
+    document = service.classify_files(SERVICE_USER, [UploadedFile("b.jpg", body)], 5)[0]
+    count, wall_started, cpu_started = 0, time.perf_counter(), time.thread_time()
+    while time.perf_counter() - wall_started < seconds:
+        service.results.create(document.model_copy(update={"id": new_result_id()}))
+        count += 1
+    wall_ms = (time.perf_counter() - wall_started) * 1000.0 / count
+    cpu_ms = (time.thread_time() - cpu_started) * 1000.0 / count
+    return {"wall": wall_ms, "client_cpu": cpu_ms, "server_and_wait": wall_ms - cpu_ms, "writes": count}
+
+
+def in_process_service(stack: Stack, model: Path) -> Any:
+    """The host's ClassificationService built in this process from the same settings and emulators: its classify
+    is the HTTP classify without the request (the pipeline uses this process's cached classifier)."""
+    from shared_code.composition import Components  # noqa: PLC0415
+    from shared_code.settings import Settings  # noqa: PLC0415
+
+    values = {**{k: v for k, v in stack.values.items() if k in Settings.model_fields}, "MODEL_PATH": str(model)}
+    return Components(Settings.model_validate(values)).service
+
+
 @dataclass
 class Host:
     process: Any
@@ -383,6 +410,9 @@ class Extras:
     raw_work: Any = None  # raw batch-1 inference of the served backend (in-process)
     big_bodies: Sequence[bytes] = ()  # 12 MP JPEGs: our HTTP and pipeline at concurrency 1
     cpu_c4: CpuMeter | None = None  # where the CPU goes during our HTTP blocks at concurrency 4
+    profile_http: bool = False  # measure the parts of an HTTP classify (service in-process, fixed request cost)
+    service_work: Any = None  # the service's own classify in-process (pipeline + result write), c=1
+    http_fixed: HttpTarget | None = None  # an authenticated request without an image (GET /api/me), c=1
 
 
 def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: HttpTarget,
@@ -400,6 +430,10 @@ def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: Http
             series[name][f"c{concurrency}"] = Series()
     if extras.raw_work is not None:
         series["raw"]["c1"] = Series()
+    if extras.service_work is not None:
+        series["service"] = {"c1": Series()}
+    if extras.http_fixed is not None:
+        series["http_fixed"] = {"c1": Series()}
     if extras.big_bodies:
         series["pipeline_12mp"]["c1"], series["http_12mp"]["c1"] = Series(), Series()
     offset = 0
@@ -410,6 +444,10 @@ def interleaved(bodies: Sequence[bytes], seconds: float, rounds: int, http: Http
                 series["pipeline"][key].add(call_block(pipeline_work, bodies, seconds, offset))
                 if extras.raw_work is not None:
                     series["raw"][key].add(call_block(extras.raw_work, bodies, seconds, offset))
+                if extras.service_work is not None:
+                    series["service"][key].add(call_block(extras.service_work, bodies, seconds, offset))
+                if extras.http_fixed is not None:
+                    series["http_fixed"][key].add(http_block(extras.http_fixed, bodies, 1, seconds, offset))
             with extras.cpu_c4.measure() if extras.cpu_c4 and concurrency == 4 else contextlib.nullcontext():
                 series["http"][key].add(http_block(http, bodies, concurrency, seconds, offset))
             for name, target in remote.items():
@@ -456,6 +494,15 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
         for remote in (baseline, extras.peer):
             if remote is not None:
                 warm_up(remote, bodies, 4)
+        if extras.profile_http:
+            from shared_code.results.service import UploadedFile  # noqa: PLC0415
+
+            service = in_process_service(stack, model)
+            extras.service_work = lambda body: service.classify_files(SERVICE_USER, [UploadedFile("b.jpg", body)], 5)
+            extras.http_fixed = HttpTarget(host.port, "/api/me", target.headers, method="GET")
+            warm_up(extras.http_fixed, bodies, 2)
+            for body in bodies[:4]:
+                extras.service_work(body)
         print(f"{model}: {rounds} interleaved rounds of {args.seconds:g} s blocks on {classifier.backend_label}",
               flush=True)
         extras.cpu_c4 = CpuMeter({"host": host.process.pid,
@@ -463,6 +510,8 @@ def measure_model(stack: Stack, model: Path, bodies: list[bytes], args: argparse
         series = interleaved(bodies, args.seconds, rounds, target, lambda b: pipeline.classify_bytes(b, 5), baseline,
                              extras)
         figures = summarise(series)
+        if extras.profile_http:
+            figures["result_write_ms"] = result_write_cost(service, bodies[0], min(args.seconds, 3.0))
         # Cores busy per process while our HTTP ran at c=4 (the load generator is in bench_process): in Azure the
         # Cosmos and Storage emulators and the client run elsewhere; here they share the host's cores.
         figures["http_c4_cores_by_process"] = extras.cpu_c4.cores()
@@ -608,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, model in models.items():
                 baseline = HttpTarget(baseline_port, "/classify", {}) if baseline_port and name == "int8" else None
                 extras = Extras(peer=HttpTarget(peer_port, "/classify", {}) if peer_port and name == "int8" else None,
-                                big_bodies=big if name == "int8" else ())
+                                big_bodies=big if name == "int8" else (), profile_http=name == "int8")
                 rounds = args.rounds if name == "int8" else args.fp32_rounds
                 figures = measure_model(stack, model, bodies, args, baseline, rounds, blob=name == "int8",
                                         extras=extras)

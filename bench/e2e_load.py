@@ -20,19 +20,24 @@ from bench.e2e_stats import Block
 
 @dataclass(frozen=True)
 class HttpTarget:
-    """Where to POST an image (raw `image/jpeg` body) and with which headers."""
+    """Where to POST an image (raw `image/jpeg` body) and with which headers; `GET` sends no body (a request's
+    fixed cost: authentication, the rate limiter, the framework and the host, without an image)."""
 
     port: int
     path: str
     headers: Mapping[str, str]
     host: str = "127.0.0.1"
+    method: str = "POST"
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=120)
 
     def post(self, connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
-        connection.request("POST", self.path, body=body,
-                           headers={**self.headers, "Content-Type": "image/jpeg", "Content-Length": str(len(body))})
+        if self.method == "GET":
+            connection.request("GET", self.path, headers=dict(self.headers))
+        else:
+            connection.request(self.method, self.path, body=body, headers={
+                **self.headers, "Content-Type": "image/jpeg", "Content-Length": str(len(body))})
         response = connection.getresponse()
         return response.status, response.read()
 

@@ -145,6 +145,30 @@ def comparisons(served: Mapping[str, Any], peer: Mapping[str, Any] | None) -> di
         "http_12mp_over_pipeline": big_pipeline / big_http if big_http and big_pipeline else None,
         "backend": served.get("backend"),
         "http_c4_cores_by_process": served.get("http_c4_cores_by_process"),
+        "http_c1_profile_ms": http_c1_profile(served),
+        "result_write_ms": served.get("result_write_ms"),
+    }
+
+
+def http_c1_profile(served: Mapping[str, Any]) -> dict[str, float] | None:
+    """Where one classify's time goes at concurrency 1 (mean ms per request; closed loop, so 1000 / images/s).
+
+    Measured in the same interleaved rounds: `pipeline` (decode to top-k, in-process), `service` (the service's
+    own classify in-process: pipeline, result write to Cosmos and the erasure check), our HTTP classify, and a
+    `GET /api/me` through the same host (authentication, rate limiter, framework, host; no image, no store).
+    The differences: `result_write` = service - pipeline; `host_and_transport` = HTTP - service - request_fixed
+    (the request body, the ASGI adapter and the host's hop, beyond what an empty authenticated request costs).
+    None when a part was not measured.
+    """
+    rates = {name: (served.get(name) or {}).get("c1", {}).get("img_s")
+             for name in ("http", "service", "pipeline", "http_fixed")}
+    if not all(rates.values()):
+        return None
+    ms = {name: 1000.0 / float(rate) for name, rate in rates.items()}
+    return {
+        "http": ms["http"], "pipeline": ms["pipeline"], "service": ms["service"],
+        "result_write": ms["service"] - ms["pipeline"], "request_fixed": ms["http_fixed"],
+        "host_and_transport": ms["http"] - ms["service"] - ms["http_fixed"],
     }
 
 

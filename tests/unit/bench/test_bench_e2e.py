@@ -24,6 +24,7 @@ from bench.e2e_stats import (
     check_shape,
     comparisons,
     headline,
+    http_c1_profile,
     latency_summary,
     median,
     paired_ratios,
@@ -149,6 +150,17 @@ def test_comparisons_give_peer_raw_and_12mp_ratios() -> None:
     assert result["backend"] == "openvino-int8"
     missing = comparisons({"http": {"c1": {"img_s": 40.0}}}, None)
     assert missing["http_over_peer_ort"] is None and missing["http_c4_over_raw"] is None
+    assert result["http_c1_profile_ms"] is None and missing["http_c1_profile_ms"] is None  # parts not measured
+
+
+def test_the_http_profile_splits_a_classify_into_measured_parts() -> None:
+    served = {"http": {"c1": {"img_s": 25.0}}, "service": {"c1": {"img_s": 40.0}},
+              "pipeline": {"c1": {"img_s": 50.0}}, "http_fixed": {"c1": {"img_s": 200.0}}}
+    profile = http_c1_profile(served)
+    assert profile == pytest.approx({"http": 40.0, "pipeline": 20.0, "service": 25.0, "result_write": 5.0,
+                                     "request_fixed": 5.0, "host_and_transport": 10.0})
+    assert profile["pipeline"] + profile["result_write"] + profile["request_fixed"] + profile[
+        "host_and_transport"] == pytest.approx(profile["http"])
 
 
 def test_the_12mp_set_is_made_from_the_photos_at_run_time() -> None:
