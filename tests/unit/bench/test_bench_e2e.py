@@ -157,6 +157,7 @@ def test_the_http_profile_splits_a_classify_into_measured_parts() -> None:
     served = {"http": {"c1": {"img_s": 25.0}}, "service": {"c1": {"img_s": 40.0}},
               "pipeline": {"c1": {"img_s": 50.0}}, "http_fixed": {"c1": {"img_s": 200.0}}}
     profile = http_c1_profile(served)
+    assert profile is not None
     assert profile == pytest.approx({"http": 40.0, "pipeline": 20.0, "service": 25.0, "result_write": 5.0,
                                      "request_fixed": 5.0, "host_and_transport": 10.0})
     assert profile["pipeline"] + profile["result_write"] + profile["request_fixed"] + profile[
