@@ -329,6 +329,18 @@ def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[st
     return report
 
 
+def import_steps(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[str, float]:
+    """One import-only probe process (bench/e2e_coldstart.py --import-profile): seconds per library, then the app."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.e2e_coldstart", "--image", str(image_path), "--import-profile"],
+        cwd=package, env=stack.env(model, package), capture_output=True, text=True, timeout=120, check=False)
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"import profile failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    steps: dict[str, float] = json.loads(lines[-1])["import_steps_s"]
+    return steps
+
+
 @contextlib.contextmanager
 def peer_ort_server(workdir: Path, model: Path) -> Iterator[int]:
     """The FastAPI + onnxruntime peer (app venv) serving the same ONNX file."""
@@ -396,6 +408,9 @@ def cold_starts(stack: Stack, model: Path, image: bytes, image_path: Path, token
             "probe_exit_codes": [p["exit_code"] for p in probes],
             "first_http_status": [p.get("first_http_status") for p in probes],
         }
+    # Where the shipped package's imports phase goes, library by library (medians of 3 import-only processes).
+    steps = [import_steps(stack, model, image_path, packages[SHIPPED]) for _ in range(3)]
+    result[SHIPPED]["import_profile_s"] = {name: median(s[name] for s in steps) for name in steps[0]}
     # The headline figure is the package as it ships (tools/package.py compiles the API package's bytecode).
     result["host_first_answer_s"] = result[SHIPPED]["host_first_answer_s"]
     return result
@@ -676,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     result["cold_start_precompiled_s"] = result["models"]["int8"]["cold_start"]["precompiled"]["host_first_answer_s"]
     result["cold_start_source_s"] = result["models"]["int8"]["cold_start"]["source"]["host_first_answer_s"]
     result["cold_start_phases_s"] = result["models"]["int8"]["cold_start"][SHIPPED]["probe_phases_s"]
+    result["cold_start_import_profile_s"] = result["models"]["int8"]["cold_start"][SHIPPED].get("import_profile_s")
     if "source_no_prewarm" in result["models"]["int8"]["cold_start"]:
         result["cold_start_no_prewarm_s"] = result["models"]["int8"]["cold_start"]["source_no_prewarm"][
             "host_first_answer_s"]

@@ -9,6 +9,8 @@ through the pipeline), first_http (the first POST /api/classify through the Func
 auth, classify, the Cosmos write). Prints one JSON line. Exits 3 when a heavy library that must stay off
 the classify path (torch, evidently, azure.ai.ml, ...) was imported: the probe is also that guard.
 `--no-http` skips settings, wiring and the HTTP answer (no emulators needed): model and first run only.
+`--import-profile` only imports: the big libraries one by one in a fixed order, then `function_app` (the app's own
+modules and whatever else they pull in), and prints the seconds each step added (where the imports phase goes).
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ def forbidden_loaded(modules: dict[str, Any] | None = None, *, telemetry_configu
     loaded = sys.modules if modules is None else modules
     names = FORBIDDEN_MODULES + (() if telemetry_configured else FORBIDDEN_WITHOUT_TELEMETRY)
     return sorted(name for name in names if name in loaded)
+
+
+# The libraries the API imports, heaviest first; each step's time excludes what earlier steps already imported.
+PROFILED_LIBRARIES = ("fastapi", "pydantic", "azure.functions", "azure.cosmos", "azure.storage.blob", "jwt",
+                      "numpy", "PIL.Image", "onnxruntime")
+
+
+def import_profile() -> dict[str, float]:
+    """Seconds each library (in PROFILED_LIBRARIES order) and then `function_app` adds to the imports."""
+    import importlib  # noqa: PLC0415
+
+    steps: dict[str, float] = {}
+    for name in (*PROFILED_LIBRARIES, "function_app"):
+        started = time.perf_counter()
+        importlib.import_module(name)
+        steps[name] = time.perf_counter() - started
+    return steps
 
 
 def peak_rss_mb() -> float | None:
@@ -108,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawned-at", type=float, default=None, help="time.time() just before the spawn")
     parser.add_argument("--no-http", action="store_true", help="model load and first run only (no emulators)")
     parser.add_argument("--model", default=None, help="card for --no-http (default MODEL_PATH)")
+    parser.add_argument("--import-profile", action="store_true", help="only the import steps, as JSON")
     args = parser.parse_args(argv)
+    if args.import_profile:
+        steps = import_profile()
+        print(json.dumps({"import_steps_s": steps, "total_s": sum(steps.values())}))
+        return 0
     outcome = run(args.image, http=not args.no_http, model=args.model)
     phases: dict[str, float] = {}
     if args.spawned_at is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.e2e_coldstart import FORBIDDEN_MODULES, forbidden_loaded
+from bench.e2e_coldstart import FORBIDDEN_MODULES, PROFILED_LIBRARIES, forbidden_loaded
 from bench.e2e_stats import (
     REQUIRED_KEYS,
     Block,
@@ -136,6 +136,21 @@ def test_the_classify_path_imports_no_heavy_library(tmp_path: Path) -> None:
     assert list(report["phases_s"]) == ["imports", "model_load", "first_run"]
     assert all(value >= 0 for value in report["phases_s"].values())
     assert report["peak_rss_mb"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_the_import_profile_times_each_library_then_the_app(tmp_path: Path) -> None:
+    card = make_tiny_model(tmp_path / "model")
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), "MODEL_PATH": str(card),
+                   "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    completed = subprocess.run([sys.executable, "-m", "bench.e2e_coldstart", "--image", str(card), "--import-profile"],
+                               cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120,
+                               check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert list(report["import_steps_s"]) == [*PROFILED_LIBRARIES, "function_app"]
+    assert all(value >= 0 for value in report["import_steps_s"].values())
+    assert report["total_s"] == pytest.approx(sum(report["import_steps_s"].values()))
 
 
 def test_comparisons_give_peer_raw_and_12mp_ratios() -> None:
