@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -30,10 +30,29 @@ logger = logging.getLogger(__name__)
 install_fastapi_compat()  # before any route is declared: every router imports this module first
 
 
-@lru_cache(maxsize=1)
+_components: Components | None = None
+_components_lock = threading.Lock()
+
+
 def get_components() -> Components:
-    """The worker's components (tests call `reset()` after changing settings)."""
-    return Components(get_settings())
+    """The worker's components, built once (tests call `reset()` after changing settings).
+
+    Single flight: the prewarm thread may be building them when the first request asks, and two builds would
+    mean two Cosmos clients and two model providers (each downloading a blob-sourced model). A failed build is
+    not kept: the next call tries again and raises its own error.
+    """
+    global _components  # noqa: PLW0603 - the one process-wide instance, guarded by the lock
+    components = _components
+    if components is not None:
+        return components
+    with _components_lock:
+        if _components is None:
+            _components = Components(get_settings())
+        return _components
+
+
+def components_built() -> bool:
+    return _components is not None
 
 
 def get_service() -> ClassificationService:
@@ -42,7 +61,9 @@ def get_service() -> ClassificationService:
 
 def reset() -> None:
     """Forget cached settings and components (tests, and settings reloads)."""
-    get_components.cache_clear()
+    global _components  # noqa: PLW0603
+    with _components_lock:
+        _components = None
     get_settings.cache_clear()
 
 
@@ -51,7 +72,7 @@ def reset() -> None:
 # cached object, so handing them out needs no thread; only the first build (which connects to Cosmos and may
 # block) goes to the pool. Settings are read from the environment alone, so they never block the loop.
 async def components_dependency() -> Components:
-    if get_components.cache_info().currsize:
+    if components_built():
         return get_components()
     return await run_in_threadpool(get_components)
 
@@ -90,32 +111,42 @@ AccountDep = Annotated[AccountService, Depends(account_dependency)]
 
 
 def prewarm_model() -> threading.Thread | None:
-    """Start loading the local served model on another thread while the worker is still starting.
+    """Start loading the served model on another thread while the worker is still starting.
 
-    The ONNX Runtime session is built mostly outside the GIL, so on a second core it overlaps the import of
-    the API modules and the host's own start-up; the first request then finds it in the classifier cache
-    (a request arriving mid-load waits on the cache lock, so the model is never loaded twice), with the first
-    image's one-off costs already paid (`ClassificationPipeline.warm_up`). Only the
-    environment is read: bad settings are still reported by the first request, and any failure here is left
-    for that request to raise. Blob-sourced models (network) load on first use as before.
+    The engine's session is built mostly outside the GIL, so on a second core it overlaps the import of the API
+    modules and the host's own start-up; the first request then finds it loaded (a request arriving mid-load
+    waits on the provider's and the classifier cache's locks, so the model is never loaded twice), with the first
+    image's one-off costs already paid (`ClassificationPipeline.warm_up`).
+    * MODEL_SOURCE=local: only the environment is read (no settings validation, no clients).
+    * MODEL_SOURCE=blob (what Azure runs, infra/main.bicep): the worker's components are built here, as the first
+      request would build them, and the promoted version is downloaded and loaded, so the download overlaps the
+      imports instead of following them.
+    Bad settings and any other failure are left for the first request to raise and report.
     """
-    if os.environ.get("MODEL_SOURCE", "local") != "local":
+    source = os.environ.get("MODEL_SOURCE", "local")
+    if source == "blob":
+        return _start_prewarm(lambda: get_components().models.current().warm_up())
+    if source != "local":
         return None
     path = Path(os.environ.get("MODEL_PATH") or str(Settings.model_fields["MODEL_PATH"].default))
     threads = os.environ.get("ORT_INTRA_OP_THREADS", "0").strip() or "0"
     backend = os.environ.get("INFERENCE_BACKEND", "auto").strip() or "auto"
     if not path.is_file() or not threads.isdigit():
         return None
+    return _start_prewarm(lambda: ClassificationPipeline(
+        load_classifier(path, intra_op_threads=int(threads), backend=backend)).warm_up())
 
-    def load() -> None:
+
+def _start_prewarm(load: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
         try:
-            ClassificationPipeline(load_classifier(path, intra_op_threads=int(threads), backend=backend)).warm_up()
+            load()
         except Exception as exc:  # the first request reports it properly
-            logger.debug("model prewarm of %s failed: %s", path, exc)
+            logger.debug("model prewarm failed: %s", exc)
 
     # Not a daemon, for the reason the background compile is not one (shared_code.inference.classifier): an
     # interpreter exiting while a daemon thread is inside the engine's C++ session build aborts (SIGABRT) instead
-    # of exiting, and the load is local and bounded (well under a second), so exit simply waits for it.
-    thread = threading.Thread(target=load, name="model-prewarm", daemon=False)
+    # of exiting, and the load is bounded, so exit simply waits for it.
+    thread = threading.Thread(target=run, name="model-prewarm", daemon=False)
     thread.start()
     return thread

@@ -67,3 +67,37 @@ def test_a_process_exiting_while_the_prewarm_loads_exits_cleanly(delay_s: float)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_components_are_built_once_when_the_prewarm_and_a_request_ask_together(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from functions import dependencies  # noqa: PLC0415
+
+    builds: list[object] = []
+
+    class SlowComponents:  # stands in for the real build (a Cosmos connection): slow enough for callers to overlap
+        def __init__(self, settings: object) -> None:
+            time.sleep(0.2)
+            builds.append(self)
+
+    def settings() -> object:
+        return object()
+
+    settings.cache_clear = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(dependencies, "Components", SlowComponents)
+    monkeypatch.setattr(dependencies, "get_settings", settings)
+    dependencies.reset()
+    try:
+        got: list[object] = []
+        callers = [threading.Thread(target=lambda: got.append(dependencies.get_components())) for _ in range(4)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert len(builds) == 1
+        assert got == [builds[0]] * 4
+    finally:
+        dependencies.reset()
