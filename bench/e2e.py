@@ -142,11 +142,12 @@ class Stack:
         path.write_text(json.dumps({"IsEncrypted": False, "Values": {**self.values, "MODEL_PATH": str(model)}}))
         return path
 
-    def env(self, model: Path, package: Path | None = None) -> dict[str, str]:
+    def env(self, model: Path, package: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Environment of a host or probe; with `package`, the app is imported from that deployment copy."""
         paths = (str(package) if package else "", str(PROJECT_ROOT), os.environ.get("PYTHONPATH", ""))
         env = {**os.environ, **self.values, "MODEL_PATH": str(model), "PYTHONPATH": os.pathsep.join(p for p in paths
-                                                                                                  if p)}
+                                                                                                  if p),
+               **(extra or {})}
         if package is not None:
             env["PYTHONDONTWRITEBYTECODE"] = "1"  # the package stays exactly as built
         return env
@@ -276,7 +277,7 @@ class Host:
 
 
 def start_host(stack: Stack, model: Path, image: bytes, token: str, *, blob_poll_s: float,
-               package: Path | None = None, timeout: float = 90.0) -> Host:
+               package: Path | None = None, timeout: float = 90.0, extra_env: dict[str, str] | None = None) -> Host:
     """Spawn the Functions host and time it to its first answered POST /api/classify."""
     from devstack.processes import free_port, port_is_open, start_background  # noqa: PLC0415
 
@@ -287,7 +288,7 @@ def start_host(stack: Stack, model: Path, image: bytes, token: str, *, blob_poll
                "--host-id", f"bench-e2e-{port}"]
     spawned = time.perf_counter()
     process = start_background("host", command, log_path=stack.workdir / f"host-{port}.log",
-                               cwd=package or PROJECT_ROOT, env=stack.env(model, package))
+                               cwd=package or PROJECT_ROOT, env=stack.env(model, package, extra_env))
     port_open = 0.0
     target = HttpTarget(port, "/api/classify", {"Authorization": f"Bearer {token}"})
     deadline = spawned + timeout
@@ -327,6 +328,41 @@ def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[st
     report["exit_code"] = completed.returncode
     report["wall_s"] = time.time() - spawned
     return report
+
+
+BLOB_MODEL_NAME = "bench-served"
+
+
+def publish_served_model(stack: Stack, model: Path) -> None:
+    """The served model's version folder uploaded to the stack's models container and promoted (as model.train does)."""
+    from shared_code.composition import Components  # noqa: PLC0415
+    from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
+    from shared_code.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.model_validate({k: v for k, v in stack.values.items() if k in Settings.model_fields})
+    repository = BlobModelRepository(Components(settings).blobs.service, settings.MODELS_CONTAINER,
+                                     stack.workdir / "publisher-cache")
+    repository.publish(BLOB_MODEL_NAME, model.parent.name, model.parent, promote=True)
+
+
+def blob_model_cold_starts(stack: Stack, model: Path, image: bytes, token: str, runs: int, blob_poll_s: float,
+                           packages: dict[str, Path]) -> dict[str, Any]:
+    """Host spawn -> first answer with MODEL_SOURCE=blob and an empty model cache, per package, spawns alternating."""
+    times: dict[str, list[float]] = {kind: [] for kind in packages}
+    for run in range(runs):
+        for kind in (list(packages) if run % 2 == 0 else list(packages)[::-1]):
+            extra = {"MODEL_SOURCE": "blob", "MODEL_NAME": BLOB_MODEL_NAME,
+                     "MODEL_CACHE_DIR": tempfile.mkdtemp(prefix="model-cache-", dir=stack.workdir)}
+            host = start_host(stack, model, image, token, blob_poll_s=blob_poll_s, package=packages[kind],
+                              extra_env=extra)
+            host.process.stop()
+            times[kind].append(host.first_answer_s)
+    result: dict[str, Any] = {kind: {"host_first_answer_s": median(values), "host_runs_s": values}
+                              for kind, values in times.items()}
+    if "prewarm" in times and "no_prewarm" in times:
+        result["prewarm_over_no_prewarm"] = median(a / b for a, b in zip(times["prewarm"], times["no_prewarm"],
+                                                                         strict=True))
+    return result
 
 
 def import_steps(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[str, float]:
@@ -383,7 +419,8 @@ def baseline_server(workdir: Path, arch: str) -> Iterator[int | None]:
 
 # --- measurements ---------------------------------------------------------------------------------------
 def cold_starts(stack: Stack, model: Path, image: bytes, image_path: Path, token: str, runs: int,
-                blob_poll_s: float, packages: dict[str, Path]) -> dict[str, Any]:
+                blob_poll_s: float, packages: dict[str, Path], blob_packages: dict[str, Path] | None = None
+                ) -> dict[str, Any]:
     """Per deployment package: `runs` host spawns and as many probes, nothing else running; medians."""
     result: dict[str, Any] = {}
     for kind, package in packages.items():
@@ -408,6 +445,10 @@ def cold_starts(stack: Stack, model: Path, image: bytes, image_path: Path, token
             "probe_exit_codes": [p["exit_code"] for p in probes],
             "first_http_status": [p.get("first_http_status") for p in probes],
         }
+    # As Azure runs it (MODEL_SOURCE=blob, infra/main.bicep): the promoted version is downloaded into an empty cache
+    # on every spawn, like a fresh instance, with and without the prewarm, spawns alternating.
+    if blob_packages:
+        result["blob_model"] = blob_model_cold_starts(stack, model, image, token, runs, blob_poll_s, blob_packages)
     # Where the shipped package's imports phase goes, library by library (medians of 3 import-only processes).
     steps = [import_steps(stack, model, image_path, packages[SHIPPED]) for _ in range(3)]
     result[SHIPPED]["import_profile_s"] = {name: median(s[name] for s in steps) for name in steps[0]}
@@ -659,12 +700,16 @@ def main(argv: list[str] | None = None) -> int:
         built = {"source": deployment_package(workdir), "precompiled": deployment_package(workdir, precompiled=True),
                  "source_no_prewarm": deployment_package(workdir, prewarm=False)}
         packages = {kind: path for kind, path in built.items() if path is not None}
+        publish_served_model(stack, models["int8"])
+        shipped_no_prewarm = deployment_package(workdir, precompiled=True, prewarm=False)
+        blob_packages = {"prewarm": packages[SHIPPED],
+                         **({"no_prewarm": shipped_no_prewarm} if shipped_no_prewarm else {})}
         colds = {}
         for name, model in models.items():
             print(f"{name}: cold start x{args.cold_runs}", flush=True)
             colds[name] = cold_starts(stack, model, bodies[0], image_path, token, args.cold_runs,
                                       args.blob_poll_seconds, packages if name == "int8" else
-                                      {SHIPPED: packages[SHIPPED]})
+                                      {SHIPPED: packages[SHIPPED]}, blob_packages if name == "int8" else None)
         with contextlib.ExitStack() as servers:
             baseline_port = None if args.no_baseline else servers.enter_context(baseline_server(workdir, args.arch))
             peer_port = None if args.no_peer else servers.enter_context(peer_ort_server(workdir, models["int8"]))
@@ -692,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     result["cold_start_source_s"] = result["models"]["int8"]["cold_start"]["source"]["host_first_answer_s"]
     result["cold_start_phases_s"] = result["models"]["int8"]["cold_start"][SHIPPED]["probe_phases_s"]
     result["cold_start_import_profile_s"] = result["models"]["int8"]["cold_start"][SHIPPED].get("import_profile_s")
+    blob_model = result["models"]["int8"]["cold_start"].get("blob_model") or {}
+    result["cold_start_blob_model_s"] = (blob_model.get("prewarm") or {}).get("host_first_answer_s")
+    result["cold_start_blob_model_no_prewarm_s"] = (blob_model.get("no_prewarm") or {}).get("host_first_answer_s")
     if "source_no_prewarm" in result["models"]["int8"]["cold_start"]:
         result["cold_start_no_prewarm_s"] = result["models"]["int8"]["cold_start"]["source_no_prewarm"][
             "host_first_answer_s"]
