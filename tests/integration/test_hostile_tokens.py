@@ -30,7 +30,7 @@ from jwt.algorithms import RSAAlgorithm
 from devstack.entra_issuer import EntraIssuer
 from functions import dependencies
 from functions.http_api import create_api
-from shared_code.identity.auth import ALL_SCOPES, MAX_TOKEN_BYTES
+from shared_code.identity.auth import ALL_SCOPES, MAX_TOKEN_BYTES, jwks_keys
 from tests.factories import image_bytes
 from tests.integration.app_fixtures import SIGNING_KEY
 
@@ -308,10 +308,14 @@ def entra_api(jwks: Jwks, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClien
                         "RATE_LIMIT_PER_MINUTE": "0"}.items():
         monkeypatch.setenv(name, value)
     dependencies.reset()
+    # The key cache is per JWKS URL per process: a server of an earlier test may have had this port, and its cache
+    # (with a refetch cooldown just started) would then answer for this test's issuer.
+    jwks_keys.cache_clear()
     with TestClient(create_api()) as client:
         yield client
     monkeypatch.undo()
     dependencies.reset()
+    jwks_keys.cache_clear()
 
 
 SIGNER = rsa_key()
