@@ -40,6 +40,12 @@ class ImageFeatures:
 _LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def _mean_and_variance(values: np.ndarray) -> tuple[float, float]:
+    """Of a flat float32 array, from one sum and one dot product (no second pass over the deviations)."""
+    mean = float(values.sum(dtype=np.float64)) / values.size
+    return mean, max(float(np.dot(values, values)) / values.size - mean * mean, 0.0)
+
+
 def image_statistics(crop: np.ndarray) -> dict[str, float]:
     """Brightness, contrast, saturation, sharpness and entropy of an HWC uint8 RGB crop, all in [0, ~1].
 
@@ -50,9 +56,7 @@ def image_statistics(crop: np.ndarray) -> dict[str, float]:
     """
     luma = crop.astype(np.float32) @ _LUMA
     flat = luma.ravel()
-    count = flat.size
-    mean = float(flat.sum(dtype=np.float64)) / count
-    variance = max(float(np.dot(flat, flat)) / count - mean * mean, 0.0)
+    mean, variance = _mean_and_variance(flat)
     # Saturation from every other pixel (a mean needs no more), with element-wise max/min of the three
     # planes: ~20x faster than a reduction over the short last axis.
     half = crop[::2, ::2]
@@ -64,11 +68,9 @@ def image_statistics(crop: np.ndarray) -> dict[str, float]:
     laplacian += luma[1:-1, :-2]
     laplacian += luma[1:-1, 2:]
     laplacian -= 4.0 * luma[1:-1, 1:-1]
-    lap = laplacian.ravel()
-    lap_mean = float(lap.sum(dtype=np.float64)) / lap.size
-    lap_variance = max(float(np.dot(lap, lap)) / lap.size - lap_mean * lap_mean, 0.0)
+    _, lap_variance = _mean_and_variance(laplacian.ravel())
     histogram = np.bincount(flat.astype(np.uint8), minlength=256)
-    p = histogram[histogram > 0] / count
+    p = histogram[histogram > 0] / flat.size
     return {
         "brightness": mean / 255.0,
         "contrast": float(np.sqrt(variance)) / 255.0,
