@@ -232,12 +232,17 @@ def emulators(workdir: Path, *, cosmos_keep_alive: bool = True) -> Iterator[Stac
         azurite.stop()
 
 
-def token_for(values: dict[str, str], user: str) -> str:
-    from shared_code.identity.auth import issue_token  # noqa: PLC0415
+def stack_settings(values: dict[str, str], **overrides: str) -> Any:
+    """The app's Settings from the stack's values (as a host started on them would read them)."""
     from shared_code.settings import Settings  # noqa: PLC0415
 
-    settings = Settings.model_validate({k: v for k, v in values.items() if k in Settings.model_fields})
-    return issue_token(settings, user, minutes=120)
+    return Settings.model_validate({**{k: v for k, v in values.items() if k in Settings.model_fields}, **overrides})
+
+
+def token_for(values: dict[str, str], user: str) -> str:
+    from shared_code.identity.auth import issue_token  # noqa: PLC0415
+
+    return issue_token(stack_settings(values), user, minutes=120)
 
 
 def result_write_cost(service: Any, body: bytes, seconds: float) -> dict[str, float]:
@@ -260,10 +265,8 @@ def in_process_service(stack: Stack, model: Path) -> Any:
     """The host's ClassificationService built in this process from the same settings and emulators: its classify
     is the HTTP classify without the request (the pipeline uses this process's cached classifier)."""
     from shared_code.composition import Components  # noqa: PLC0415
-    from shared_code.settings import Settings  # noqa: PLC0415
 
-    values = {**{k: v for k, v in stack.values.items() if k in Settings.model_fields}, "MODEL_PATH": str(model)}
-    return Components(Settings.model_validate(values)).service
+    return Components(stack_settings(stack.values, MODEL_PATH=str(model))).service
 
 
 @dataclass
@@ -315,17 +318,23 @@ def start_host(stack: Stack, model: Path, image: bytes, token: str, *, blob_poll
     raise RuntimeError(f"the host did not answer within {timeout} s:\n{process.log_tail()}")
 
 
-def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[str, Any]:
-    """One cold-start probe process (phase split and the heavy-import guard)."""
-    spawned = time.time()
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.e2e_coldstart", "--image", str(image_path), "--spawned-at", str(spawned)],
-        cwd=package, env=stack.env(model, package), capture_output=True, text=True, timeout=120, check=False)
+def coldstart_process(stack: Stack, model: Path, package: Path, *options: str) -> tuple[int, dict[str, Any]]:
+    """Run bench/e2e_coldstart.py in the package with `options`: its exit code and the JSON line it printed."""
+    completed = subprocess.run([sys.executable, "-m", "bench.e2e_coldstart", *options], cwd=package,
+                               env=stack.env(model, package), capture_output=True, text=True, timeout=120, check=False)
     lines = completed.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"cold-start probe failed ({completed.returncode}): {completed.stderr[-2000:]}")
     report: dict[str, Any] = json.loads(lines[-1])
-    report["exit_code"] = completed.returncode
+    return completed.returncode, report
+
+
+def probe(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[str, Any]:
+    """One cold-start probe process (phase split and the heavy-import guard)."""
+    spawned = time.time()
+    exit_code, report = coldstart_process(stack, model, package, "--image", str(image_path),
+                                          "--spawned-at", str(spawned))
+    report["exit_code"] = exit_code
     report["wall_s"] = time.time() - spawned
     return report
 
@@ -337,9 +346,8 @@ def publish_served_model(stack: Stack, model: Path) -> None:
     """The served model's version folder uploaded to the stack's models container and promoted (as model.train does)."""
     from shared_code.composition import Components  # noqa: PLC0415
     from shared_code.inference.model_repository import BlobModelRepository  # noqa: PLC0415
-    from shared_code.settings import Settings  # noqa: PLC0415
 
-    settings = Settings.model_validate({k: v for k, v in stack.values.items() if k in Settings.model_fields})
+    settings = stack_settings(stack.values)
     repository = BlobModelRepository(Components(settings).blobs.service, settings.MODELS_CONTAINER,
                                      stack.workdir / "publisher-cache")
     repository.publish(BLOB_MODEL_NAME, model.parent.name, model.parent, promote=True)
@@ -367,13 +375,10 @@ def blob_model_cold_starts(stack: Stack, model: Path, image: bytes, token: str, 
 
 def import_steps(stack: Stack, model: Path, image_path: Path, package: Path) -> dict[str, float]:
     """One import-only probe process (bench/e2e_coldstart.py --import-profile): seconds per library, then the app."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.e2e_coldstart", "--image", str(image_path), "--import-profile"],
-        cwd=package, env=stack.env(model, package), capture_output=True, text=True, timeout=120, check=False)
-    lines = completed.stdout.strip().splitlines()
-    if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"import profile failed ({completed.returncode}): {completed.stderr[-2000:]}")
-    steps: dict[str, float] = json.loads(lines[-1])["import_steps_s"]
+    exit_code, report = coldstart_process(stack, model, package, "--image", str(image_path), "--import-profile")
+    if exit_code != 0:
+        raise RuntimeError(f"import profile failed ({exit_code}): {report}")
+    steps: dict[str, float] = report["import_steps_s"]
     return steps
 
 

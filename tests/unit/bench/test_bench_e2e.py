@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -119,19 +120,24 @@ def test_forbidden_loaded_reads_a_module_table() -> None:
     assert {"torch", "evidently", "azure.ai.ml"} <= set(FORBIDDEN_MODULES)
 
 
+def run_coldstart_probe(card: Path, *options: str) -> dict[str, Any]:
+    """bench/e2e_coldstart.py in a fresh process serving `card` (no telemetry): it must exit 0; its JSON report."""
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), "MODEL_PATH": str(card),
+                   "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    completed = subprocess.run([sys.executable, "-m", "bench.e2e_coldstart", *options], cwd=PROJECT_ROOT,
+                               env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return report
+
+
 @pytest.mark.timeout(120)
 def test_the_classify_path_imports_no_heavy_library(tmp_path: Path) -> None:
     """function_app imported and one image classified in a fresh process: no torch, evidently, azure.ai.ml."""
     card = make_tiny_model(tmp_path / "model")
     image = tmp_path / "red.png"
     image.write_bytes(image_bytes("PNG", color=(230, 20, 20)))
-    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), "MODEL_PATH": str(card),
-                   "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
-    completed = subprocess.run([sys.executable, "-m", "bench.e2e_coldstart", "--image", str(image), "--no-http"],
-                               cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120,
-                               check=False)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    report = run_coldstart_probe(card, "--image", str(image), "--no-http")
     assert report["forbidden_modules_loaded"] == []
     assert list(report["phases_s"]) == ["imports", "model_load", "first_run"]
     assert all(value >= 0 for value in report["phases_s"].values())
@@ -141,13 +147,7 @@ def test_the_classify_path_imports_no_heavy_library(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_the_import_profile_times_each_library_then_the_app(tmp_path: Path) -> None:
     card = make_tiny_model(tmp_path / "model")
-    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT), "MODEL_PATH": str(card),
-                   "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
-    completed = subprocess.run([sys.executable, "-m", "bench.e2e_coldstart", "--image", str(card), "--import-profile"],
-                               cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120,
-                               check=False)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    report = run_coldstart_probe(card, "--image", str(card), "--import-profile")
     assert list(report["import_steps_s"]) == [*PROFILED_LIBRARIES, "function_app"]
     assert all(value >= 0 for value in report["import_steps_s"].values())
     assert report["total_s"] == pytest.approx(sum(report["import_steps_s"].values()))
